@@ -1,0 +1,50 @@
+# mlflywheel: every target installs what it needs from requirements/lock.txt first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+# The CPU build of torch: a local wheel folder where the machine has one, else PyTorch's CPU index.
+TORCH_WHEELS ?= /opt/wheels
+TORCH_SOURCE := $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+STAMP := $(VENV)/.installed
+export FLYWHEEL_PROJECT_ROOT := $(CURDIR)
+# The machine sets PYTHONDONTWRITEBYTECODE=1; without .pyc files every import is 2-3x slower.
+export PYTHONDONTWRITEBYTECODE :=
+unexport PYTHONDONTWRITEBYTECODE
+
+.PHONY: install demo test test-fast lint bench lock clean-workspace
+
+install: $(STAMP)
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync --python $(BIN)/python $(TORCH_SOURCE) requirements/lock.txt
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
+	@touch $@
+
+lock:
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
+	  --excludes requirements/excludes.txt -o requirements/lock.txt
+
+demo: install
+	$(BIN)/flywheel demo
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "unit or dags or operators" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check include plugins dags tests bench
+
+bench: install
+	$(BIN)/python bench/dag_parse.py
+	$(BIN)/python bench/demo_stages.py
+
+clean-workspace:
+	rm -rf .flywheel

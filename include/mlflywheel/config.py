@@ -1,0 +1,261 @@
+"""PipelineConfig: the typed, validated form of ``include/pipelines/<name>.yaml``.
+
+One YAML describes one pipeline: where its landing data lives, its entity/timestamp/label
+columns, the expectation suite, the Feast feature views and service, the trainer and the
+gate. Unknown keys, wrong types and missing files are errors that name the file and key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlflywheel.errors import ConfigError
+
+NAME_RE = r"^[a-z][a-z0-9_]{0,39}$"
+APPROVED_TAGS = frozenset({"mlflywheel", "training", "drift", "batch", "serving", "fraud",
+                           "ctr", "example", "finance", "marketing"})
+GATE_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "f1", "precision", "recall")
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Schedule(_Strict):
+    """When the training DAG runs: a nightly cron, or a drift event, whichever comes first."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    start_date: str = "2026-01-01"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"expected a 5-field cron expression, found {value!r}")
+        return value
+
+
+class DataSpec(_Strict):
+    """The landing zone and the meaning of its columns."""
+
+    landing: str = Field(description="folder of ds=YYYY-MM-DD partitions, relative to the landing root or absolute")
+    entity: str
+    id_column: str
+    timestamp: str
+    label: str
+    generator: str | None = Field(default=None, description="sample-data generator name (flywheel data generate)")
+
+
+class ValidationSpec(_Strict):
+    suite: str = Field(description="expectation suite name: expectations/<suite>.json")
+    future_tolerance_minutes: Annotated[int, Field(ge=0)] = 10
+
+
+class Aggregation(_Strict):
+    """One rolling aggregate: ``<column>_<agg>_<window>d`` over the entity's trailing days."""
+
+    column: str
+    aggs: list[Literal["count", "sum", "mean", "min", "max"]]
+    windows_days: list[Annotated[int, Field(ge=1, le=365)]]
+
+
+class FeatureViewSpec(_Strict):
+    name: str
+    entity: str
+    aggregations: list[Aggregation] = Field(min_length=1)
+
+    def feature_names(self) -> list[str]:
+        return [f"{a.column}_{agg}_{w}d" for a in self.aggregations for agg in a.aggs
+                for w in a.windows_days]
+
+
+class FeatureSpec(_Strict):
+    feature_service: str
+    views: list[FeatureViewSpec] = Field(min_length=1)
+    request_features: list[str] = Field(min_length=1, description="columns taken from the request row itself")
+
+
+class TrainingSpec(_Strict):
+    trainer: Literal["sklearn_hgb", "sklearn_logreg"] = "sklearn_hgb"
+    window_days: Annotated[int, Field(ge=2, le=365)] = 28
+    holdout_days: Annotated[int, Field(ge=1, le=60)] = 5
+    seed: int = 42
+    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)
+    params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _holdout_inside_window(self) -> TrainingSpec:
+        if self.holdout_days >= self.window_days:
+            raise ValueError(f"holdout_days ({self.holdout_days}) must be smaller than window_days ({self.window_days})")
+        if not (self.categorical or self.numeric):
+            raise ValueError("list the model inputs under categorical and/or numeric")
+        return self
+
+
+class MetricLimit(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> MetricLimit:
+        if self.min is None and self.max is None:
+            raise ValueError("give at least one of min or max")
+        return self
+
+
+class FairnessSpec(_Strict):
+    sensitive_attribute: str
+    max_demographic_parity_difference: Annotated[float, Field(ge=0, le=1)]
+    max_equal_opportunity_difference: Annotated[float, Field(ge=0, le=1)]
+    min_group_size: Annotated[int, Field(ge=1)] = 30
+
+
+class GateSpec(_Strict):
+    """What a challenger must pass. Empty thresholds are refused here and again at gate time."""
+
+    decision_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    thresholds: dict[str, MetricLimit]
+    champion_tolerance: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    fairness: FairnessSpec
+
+    @field_validator("thresholds", "champion_tolerance")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(GATE_METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; expected some of {list(GATE_METRICS)}")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _not_empty(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("no thresholds configured: a gate without thresholds would bless any model")
+        return value
+
+
+class RegistrySpec(_Strict):
+    model_name: str | None = Field(default=None, description="registered model name (default: the pipeline name)")
+
+
+class PipelineConfig(_Strict):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    description: str = ""
+    owner: str = "mlflywheel"
+    tags: list[str] = Field(default_factory=list)
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    schedule: Schedule = Field(default_factory=Schedule)
+    data: DataSpec
+    validation: ValidationSpec
+    features: FeatureSpec
+    training: TrainingSpec
+    gate: GateSpec
+    registry: RegistrySpec = Field(default_factory=RegistrySpec)
+
+    @field_validator("tags")
+    @classmethod
+    def _approved_tags(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - APPROVED_TAGS)
+        if unknown:
+            raise ValueError(f"tag(s) {unknown} not in the approved set {sorted(APPROVED_TAGS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_columns(self) -> PipelineConfig:
+        inputs = set(self.training.categorical) | set(self.training.numeric)
+        available = set(self.features.request_features)
+        for view in self.features.views:
+            available |= set(view.feature_names())
+        missing = sorted(inputs - available)
+        if missing:
+            raise ValueError(f"training inputs {missing} are neither request features nor feature-view outputs")
+        if self.data.label in inputs:
+            raise ValueError(f"the label {self.data.label!r} cannot be a training input")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or self.name
+
+    @property
+    def train_dag_id(self) -> str:
+        return f"{self.name}__train"
+
+    @property
+    def drift_asset_uri(self) -> str:
+        return f"flywheel://{self.name}/drift"
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Model inputs in a fixed order: categorical first, then numeric."""
+        return [*self.training.categorical, *self.training.numeric]
+
+    @property
+    def all_tags(self) -> list[str]:
+        return sorted({"mlflywheel", "training", *self.tags})
+
+
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Read and validate one pipeline YAML.
+
+    Args:
+        path: the YAML file.
+
+    Raises:
+        ConfigError: naming the file and each bad key, with what was expected and found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: pipeline config not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid pipeline config:\n" + _describe(exc)) from exc
+    if config.name != path.stem:
+        raise ConfigError(f"{path}: key 'name' is {config.name!r} but the file is named {path.stem!r}.yaml; they must match")
+    return config
+
+
+def load_pipelines(directory: str | Path) -> list[PipelineConfig]:
+    """Every ``*.yaml`` in a folder, sorted by name. A bad file raises ``ConfigError``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: pipelines folder not found")
+    return [load_pipeline(p) for p in sorted(directory.glob("*.yaml"))]
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - key '{key}': unknown key (found {err['input']!r})")
+        elif err["type"] == "missing":
+            lines.append(f"  - key '{key}': required key is missing")
+        else:
+            found = err.get("input")
+            found_s = repr(found) if not isinstance(found, dict) else "a mapping"
+            lines.append(f"  - key '{key}': {err['msg']} (found {found_s})")
+    return "\n".join(lines)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
+
+
+def safe_key(text: str) -> str:
+    """A filesystem- and tag-safe form of a run key or id."""
+    return _SAFE.sub("_", text)

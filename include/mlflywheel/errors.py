@@ -1,0 +1,40 @@
+"""Domain errors. Each names where the full result lives and summarises the top causes.
+
+The Airflow layer turns deterministic ones (bad data, bad config, a gate that cannot be
+evaluated) into failures without retries; transient I/O errors are left to retry.
+"""
+
+from __future__ import annotations
+
+
+class FlywheelError(Exception):
+    """Base class for every mlflywheel error."""
+
+    #: Deterministic: retrying the same input gives the same failure.
+    deterministic: bool = True
+
+
+class ConfigError(FlywheelError):
+    """A pipeline config (or a file it names) is missing, malformed or inconsistent."""
+
+
+class DataValidationError(FlywheelError):
+    """Landing data broke its expectation suite; ``result_path`` holds the full result."""
+
+    def __init__(self, message: str, *, result_path: str | None = None,
+                 failures: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.result_path = result_path
+        self.failures = failures or []
+
+
+class FeatureError(FlywheelError):
+    """Feature definitions and data disagree (missing view, column, or empty frame)."""
+
+
+class GateMisconfigured(FlywheelError):
+    """The gate cannot judge: no thresholds, or a metric that could not be computed."""
+
+
+class RegistryError(FlywheelError):
+    """The model registry is not in the state a step expects."""
