@@ -116,6 +116,7 @@ class FairnessSpec(_Strict):
     max_demographic_parity_difference: Annotated[float, Field(ge=0, le=1)]
     max_equal_opportunity_difference: Annotated[float, Field(ge=0, le=1)]
     min_group_size: Annotated[int, Field(ge=1)] = 30
+    min_group_positives: Annotated[int, Field(ge=1)] = 30
 
 
 class GateSpec(_Strict):

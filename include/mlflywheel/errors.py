@@ -28,6 +28,12 @@ class DataValidationError(FlywheelError):
         self.failures = failures or []
 
 
+class DataNotFound(FlywheelError):
+    """Landing data for the interval is not there (yet): late data is worth a retry."""
+
+    deterministic = False
+
+
 class FeatureError(FlywheelError):
     """Feature definitions and data disagree (missing view, column, or empty frame)."""
 

@@ -40,6 +40,10 @@ class Workspace:
     """Every path and URI a pipeline touches, resolved once from the environment."""
 
     home: Path
+    #: set by an Airflow connection (``mlflow_default``); wins over ``MLFLOW_TRACKING_URI``
+    mlflow_tracking_uri: str | None = None
+    #: set by an Airflow connection (``feast_default``); wins over ``FLYWHEEL_FEATURE_REPO``
+    feature_repo_path: str | None = None
 
     @classmethod
     def from_env(cls) -> Workspace:
@@ -58,6 +62,8 @@ class Workspace:
 
     @cached_property
     def feature_repo(self) -> Path:
+        if self.feature_repo_path:
+            return Path(self.feature_repo_path).resolve()
         return _env_path("FLYWHEEL_FEATURE_REPO", project_root() / "feature_repo")
 
     @cached_property
@@ -94,11 +100,19 @@ class Workspace:
 
     @cached_property
     def tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return (self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}")
 
     @cached_property
     def registry_uri(self) -> str:
-        return os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri
+        return (None if self.mlflow_tracking_uri else os.environ.get("MLFLOW_REGISTRY_URI")) or self.tracking_uri
+
+    @cached_property
+    def mlflow_ui_url(self) -> str:
+        """Where people open MLflow (links from Airflow): the tracking server or ``flywheel mlflow-ui``."""
+        uri = self.tracking_uri
+        default = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+        return os.environ.get("FLYWHEEL_MLFLOW_UI_URL", default).rstrip("/")
 
     @cached_property
     def artifact_root(self) -> str:

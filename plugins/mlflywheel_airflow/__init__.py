@@ -1,0 +1,1 @@
+"""mlflywheel's Airflow layer: hooks for connections, thin operators over the core, links."""

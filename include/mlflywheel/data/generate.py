@@ -203,3 +203,32 @@ def inject_bad_data(frame: pd.DataFrame, kind: str, *, id_column: str, timestamp
     elif kind == "unknown_category":
         out.loc[rows, strings[0]] = "__not_a_category__"
     return out
+
+
+def write_landing(config, ws, *, start: dt.date, end: dt.date, scenario: str = "none",
+                  scenario_start: dt.date | None = None, seed: int | None = None) -> list[str]:
+    """Generate and write ``config``'s sample data for days ``start <= d < end``.
+
+    Days on or after ``scenario_start`` (default ``start``) use ``scenario``. Each day is a
+    separate atomic partition, so re-running overwrites the same files with the same rows.
+
+    Returns:
+        The partition paths written.
+    """
+    from mlflywheel.data.io import days_between, partition_path, write_parquet_atomic
+    from mlflywheel.errors import ConfigError
+
+    name = config.data.generator
+    if name not in GENERATORS:
+        raise ConfigError(f"pipeline {config.name!r}: data.generator is {name!r}; "
+                          f"expected one of {sorted(GENERATORS)}")
+    if scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {scenario!r}; expected one of {SCENARIOS}")
+    generator = GENERATORS[name]
+    kwargs = {} if seed is None else {"seed": seed}
+    written = []
+    for day in days_between(start, end):
+        drifting = scenario != "none" and day >= (scenario_start or start)
+        frame = generator(day, scenario=scenario if drifting else "none", **kwargs)
+        written.append(str(write_parquet_atomic(frame, partition_path(config, ws, day))))
+    return written

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlflywheel.errors import ConfigError
+from mlflywheel.errors import DataNotFound
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +54,7 @@ def read_days(config: PipelineConfig, ws: Workspace, days: list[dt.date], *,
     """Concatenate the partitions of ``days``.
 
     Raises:
-        ConfigError: a required partition is missing (names the path).
+        DataNotFound: a required partition is missing (names the path).
     """
     import pandas as pd
 
@@ -63,12 +63,12 @@ def read_days(config: PipelineConfig, ws: Workspace, days: list[dt.date], *,
         path = partition_path(config, ws, day)
         if not path.is_file():
             if require_all:
-                raise ConfigError(f"{path}: landing partition for {day} not found "
+                raise DataNotFound(f"{path}: landing partition for {day} not found "
                                   f"(pipeline {config.name!r}, data.landing={config.data.landing!r})")
             continue
         frames.append(pd.read_parquet(path))
     if not frames:
-        raise ConfigError(f"{landing_dir(config, ws)}: no landing partitions for {days[0]}..{days[-1]}"
+        raise DataNotFound(f"{landing_dir(config, ws)}: no landing partitions for {days[0]}..{days[-1]}"
                           if days else f"{landing_dir(config, ws)}: no days requested")
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 

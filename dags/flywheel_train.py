@@ -1,0 +1,100 @@
+"""
+# `<pipeline>__train`: from landing data to a registered model
+
+One DAG per pipeline config in `include/pipelines/*.yaml`, built by the same factory.
+Adding a model is adding a YAML (plus its Feast view and expectation suite), no Python.
+
+| task | what it does | on failure |
+|---|---|---|
+| `validate` | Great Expectations suite on the interval's landing partitions | fails without retries, lists failed expectations |
+| `feature_materialize` | Feast apply + materialize; point-in-time training snapshot with a digest | retries (I/O) |
+| `train` | fits the configured model, MLflow run with params, metrics, dataset, model | retries |
+| `evaluate_gate` | thresholds, fairness, output checks, no regression vs `@champion`; verdict JSON first | rejection skips what follows |
+| `register` | model version found by run key (never twice), alias `challenger` (first model: `champion`) | |
+
+**Schedule**: nightly cron, or as soon as the drift monitor emits `flywheel://<pipeline>/drift`.
+**Manual runs**: set the training window and a note in the trigger form.
+Each task is idempotent for its data interval: clearing it gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param
+
+from mlflywheel.config import PipelineConfig, load_pipelines
+from mlflywheel.settings import Workspace
+from mlflywheel_airflow.operators import (
+    EvaluateGateOperator,
+    MaterializeFeaturesOperator,
+    RegisterModelOperator,
+    TrainModelOperator,
+    ValidateDataOperator,
+)
+
+MLFLOW_CONN_ID = "mlflow_default"
+FEAST_CONN_ID = "feast_default"
+
+TASK_DOCS = {
+    "validate": "Runs the pipeline's Great Expectations suite on the landing data of the data interval. "
+                "A violation fails the task without retries and lists the failed expectations.",
+    "feature_materialize": "Feast apply and materialize up to the interval end; writes the point-in-time "
+                           "training frame of the window as a snapshot named by its digest.",
+    "train": "Trains the configured model with fixed seeds and logs it to MLflow (params, holdout metrics, "
+             "dataset digest, git commit, package versions, model with signature).",
+    "evaluate_gate": "Scores challenger and `@champion` on the same holdout; thresholds, fairness and output "
+                     "checks. Writes the verdict to MLflow first; a rejection skips `register`.",
+    "register": "Creates or finds the model version by its run key and sets `@challenger` "
+                "(and `@champion` for the first approved model).",
+}
+
+
+def build_train_dag(config: PipelineConfig) -> DAG:
+    """The training DAG of one pipeline."""
+    tz = config.schedule.timezone
+    start = pendulum.parse(config.schedule.start_date, tz=tz)
+    schedule = AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(config.schedule.cron, timezone=tz, interval=dt.timedelta(days=1)),
+        assets=[Asset(name=f"{config.name}_drift", uri=config.drift_asset_uri)],
+    )
+    with DAG(
+        dag_id=config.train_dag_id,
+        description=(config.description.strip() or f"{config.name} training")[:200],
+        doc_md=__doc__ + (f"\n\n## This pipeline: `{config.name}`\n\n{config.description}" if config.description else ""),
+        schedule=schedule,
+        start_date=start,
+        catchup=False,
+        max_active_runs=1,
+        tags=config.all_tags,
+        default_args={"owner": config.owner, "retries": config.retries,
+                      "retry_delay": dt.timedelta(minutes=5), "retry_exponential_backoff": True},
+        params={
+            "training_window_days": Param(config.training.window_days, type="integer",
+                                          minimum=config.training.holdout_days + 1, maximum=365,
+                                          title="Training window (days)",
+                                          description="Days of data before the interval end to train on."),
+            "note": Param("", type="string", maxLength=500, title="Note",
+                          description="Why this run: recorded on the MLflow run."),
+        },
+        render_template_as_native_obj=False,
+    ) as dag:
+        common = {"pipeline": config.name}
+        validate = ValidateDataOperator(task_id="validate", doc_md=TASK_DOCS["validate"], retries=1, **common)
+        materialize = MaterializeFeaturesOperator(
+            task_id="feature_materialize", doc_md=TASK_DOCS["feature_materialize"],
+            window_days="{{ params.training_window_days }}", feast_conn_id=FEAST_CONN_ID, **common)
+        train = TrainModelOperator(task_id="train", doc_md=TASK_DOCS["train"], features=materialize.output,
+                                   note="{{ params.note }}", mlflow_conn_id=MLFLOW_CONN_ID, **common)
+        gate = EvaluateGateOperator(task_id="evaluate_gate", doc_md=TASK_DOCS["evaluate_gate"],
+                                    training=train.output, features=materialize.output,
+                                    mlflow_conn_id=MLFLOW_CONN_ID, **common)
+        register = RegisterModelOperator(task_id="register", doc_md=TASK_DOCS["register"], training=train.output,
+                                         mlflow_conn_id=MLFLOW_CONN_ID, **common)
+        validate >> materialize >> train >> gate >> register
+    return dag
+
+
+for _config in load_pipelines(Workspace.from_env().pipelines_dir):
+    globals()[_config.train_dag_id] = build_train_dag(_config)

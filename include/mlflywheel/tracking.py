@@ -1,0 +1,93 @@
+"""MLflow plumbing shared by training, the gate and the registry: client, experiment, run keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from typing import TYPE_CHECKING
+
+from mlflywheel.settings import project_root
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlflywheel.config import PipelineConfig
+    from mlflywheel.settings import Workspace
+
+TAG_RUN_KEY = "flywheel.run_key"
+TAG_PIPELINE = "flywheel.pipeline"
+TAG_DIGEST = "flywheel.dataset_digest"
+TAG_DECISION = "flywheel.gate.decision"
+TAG_REASONS = "flywheel.gate.reasons"
+TAG_TRIGGER = "flywheel.trigger"
+TAG_NOTE = "flywheel.note"
+TAG_GIT = "mlflow.source.git.commit"
+
+
+def client(ws: Workspace) -> MlflowClient:
+    """An ``MlflowClient`` on the workspace's tracking and registry URIs."""
+    from mlflow import MlflowClient
+
+    if ws.tracking_uri.startswith("sqlite:"):
+        ws.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.registry_uri)
+
+
+def experiment_id(mlflow_client: MlflowClient, ws: Workspace, config: PipelineConfig) -> str:
+    """The pipeline's experiment (``flywheel/<pipeline>``), created on first use.
+
+    With the embedded store the artifact location is set under the workspace, never the
+    current directory; a tracking server keeps its own default unless
+    ``FLYWHEEL_ARTIFACT_ROOT`` says otherwise.
+    """
+    import os
+
+    name = f"flywheel/{config.name}"
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if ws.tracking_uri.startswith(("sqlite:", "file:")) or os.environ.get("FLYWHEEL_ARTIFACT_ROOT"):
+        location = f"{ws.artifact_root.rstrip('/')}/{config.name}"
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location,
+                                               tags={TAG_PIPELINE: config.name})
+    except Exception:  # created concurrently by another task
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def run_key(config: PipelineConfig, start: dt.datetime, end: dt.datetime, window_days: int) -> str:
+    """The identity of one training for one data interval: the same key means the same work."""
+    fmt = "%Y%m%dT%H%MZ"
+    return f"{config.name}/{start.astimezone(dt.UTC):{fmt}}-{end.astimezone(dt.UTC):{fmt}}/w{window_days}"
+
+
+def git_commit() -> str:
+    """The checkout's commit (``+dirty`` when it has changes), or ``unknown`` outside git."""
+    root = project_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}+dirty" if dirty else sha
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide what a model computes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["mlflywheel", "scikit-learn", "numpy", "pandas", "pyarrow", "mlflow", "feast",
+             "great-expectations", "apache-airflow", "torch", "onnx", "onnxruntime-gpu", "skl2onnx"]
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,53 @@
+"""Operator extra links: from a task in the Airflow UI to its MLflow run or model version.
+
+Airflow 3 computes a link in the worker when the task ends (from the task's XCom) and
+stores it; the UI shows the stored URL.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
+
+
+def _result(ti_key: TaskInstanceKey) -> dict:
+    from airflow.sdk.execution_time.xcom import XCom
+
+    value = XCom.get_value(key="return_value", ti_key=ti_key)
+    return value if isinstance(value, dict) else {}
+
+
+def _ui_url(operator: BaseOperator) -> str:
+    from mlflywheel_airflow.hooks.mlflow import MlflowHook
+
+    return MlflowHook(getattr(operator, "mlflow_conn_id", None)).ui_url()
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """The MLflow run this task trained or judged."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        result = _result(ti_key)
+        if not result.get("run_id") or not result.get("experiment_id"):
+            return ""
+        return f"{_ui_url(operator)}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}"
+
+
+class MlflowModelVersionLink(BaseOperatorLink):
+    """The registered model version this task created or found."""
+
+    name = "MLflow model version"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        result = _result(ti_key)
+        if not result.get("name") or not result.get("version"):
+            return ""
+        return f"{_ui_url(operator)}/#/models/{quote(result['name'])}/versions/{result['version']}"

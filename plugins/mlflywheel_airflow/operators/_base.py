@@ -1,0 +1,99 @@
+"""What every mlflywheel operator shares: its pipeline config, its data interval, its errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from mlflywheel.config import PipelineConfig
+
+T = TypeVar("T")
+#: Data interval of the run; an asset-triggered run has none and falls back to run_after.
+INTERVAL_START = "{{ data_interval_start or '' }}"
+INTERVAL_END = "{{ data_interval_end or dag_run.run_after }}"
+
+
+class PipelineOperator(BaseOperator):
+    """Base for operators that run one step of a pipeline for one data interval.
+
+    :param pipeline: pipeline name: ``include/pipelines/<pipeline>.yaml`` (templated)
+    :param interval_start: start of the data interval, ISO 8601; empty means one day
+        before the end (templated)
+    :param interval_end: end of the data interval, ISO 8601 (templated)
+    """
+
+    template_fields: Sequence[str] = ("pipeline", "interval_start", "interval_end")
+
+    def __init__(self, *, pipeline: str, interval_start: str = INTERVAL_START,
+                 interval_end: str = INTERVAL_END, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.interval_start = interval_start
+        self.interval_end = interval_end
+
+    @cached_property
+    def config(self) -> PipelineConfig:
+        from mlflywheel.config import load_pipeline
+        from mlflywheel.settings import Workspace
+
+        return load_pipeline(Workspace.from_env().pipelines_dir / f"{self.pipeline}.yaml")
+
+    def interval(self) -> tuple[dt.datetime, dt.datetime]:
+        """The rendered interval as aware datetimes."""
+        end = _parse_time(self.interval_end, "interval_end")
+        start = _parse_time(self.interval_start, "interval_start") if _given(self.interval_start) \
+            else end - dt.timedelta(days=1)
+        if start >= end:
+            raise ValueError(f"interval_start {start} is not before interval_end {end}")
+        return start, end
+
+    def call_core(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the core; deterministic failures (bad data, bad config) fail without retries."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from mlflywheel.errors import FlywheelError
+
+        try:
+            return func(*args, **kwargs)
+        except FlywheelError as exc:
+            if exc.deterministic:
+                raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+
+def describe_trigger(context: Context) -> str:
+    """Why this run exists: ``scheduled``, ``manual``, or the asset events (with their extras)."""
+    dag_run = context["dag_run"]
+    run_type = str(getattr(dag_run, "run_type", "unknown")).split(".")[-1].lower()
+    if "asset" not in run_type:
+        return run_type
+    parts = []
+    for asset, events in (context.get("triggering_asset_events") or {}).items():
+        for event in events:
+            reason = (event.extra or {}).get("reason", "")
+            parts.append(f"{getattr(asset, 'uri', asset)}{f' ({reason})' if reason else ''}")
+    return f"asset_triggered: {', '.join(parts) or 'unknown asset'}"
+
+
+def _given(value: Any) -> bool:
+    return value not in (None, "", "None")
+
+
+def _parse_time(value: Any, field: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif _given(value):
+        try:
+            parsed = dt.datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ValueError(f"{field}: expected an ISO 8601 datetime, found {value!r}") from exc
+    else:
+        raise ValueError(f"{field} is empty: the run has no data interval and no run_after")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

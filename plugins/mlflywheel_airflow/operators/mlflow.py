@@ -1,0 +1,146 @@
+"""MLflow operators: train, evaluate_gate, register.
+
+Each takes the upstream task's small dict (``XComArg``) and passes references only: the
+snapshot URI and digest, the run id and model URI, the run key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow.sdk import SkipMixin
+
+from mlflywheel_airflow.links import MlflowModelVersionLink, MlflowRunLink
+from mlflywheel_airflow.operators._base import PipelineOperator, describe_trigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from mlflywheel_airflow.hooks.mlflow import MlflowHook
+
+IF_EXISTS = ("skip", "replace", "fail")
+
+
+class _MlflowOperator(PipelineOperator):
+    def __init__(self, *, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        from mlflywheel_airflow.hooks.mlflow import MlflowHook
+
+        return MlflowHook(self.mlflow_conn_id)
+
+
+def _require(value: Any, keys: Sequence[str], field: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or any(k not in value for k in keys):
+        raise ValueError(f"{field}: expected a dict with keys {list(keys)} (the upstream task's result), "
+                         f"found {value!r:.200}")
+    return value
+
+
+class TrainModelOperator(_MlflowOperator):
+    """Train the pipeline's model on a feature snapshot; one MLflow run per run key.
+
+    :param features: the ``feature_materialize`` result: ``run_key`` and ``snapshot``
+        (templated; pass ``materialize.output``)
+    :param note: free text recorded on the run, from a manual trigger (templated)
+    :param if_exists: a finished run with the same run key and dataset digest exists:
+        ``skip`` reuses it, ``replace`` trains again, ``fail`` fails
+    :param mlflow_conn_id: MLflow connection (absent means the embedded store)
+    """
+
+    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "features", "note")
+    operator_extra_links = (MlflowRunLink(),)
+    ui_color = "#fdebd0"
+
+    def __init__(self, *, features: Any, note: str = "", if_exists: Literal["skip", "replace", "fail"] = "skip",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if if_exists not in IF_EXISTS:
+            raise ValueError(f"if_exists must be one of {IF_EXISTS}, got {if_exists!r}")
+        self.features = features
+        self.note = note
+        self.if_exists = if_exists
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlflywheel.train import train
+
+        features = _require(self.features, ("run_key", "snapshot"), "features")
+        return self.call_core(train, self.config, self.hook.workspace(), snapshot=features["snapshot"],
+                              run_key=features["run_key"], trigger=describe_trigger(context),
+                              note=str(self.note or ""), if_exists=self.if_exists)
+
+
+class EvaluateGateOperator(_MlflowOperator, SkipMixin):
+    """Judge the challenger against thresholds, fairness limits and the ``@champion``.
+
+    The verdict JSON is logged to the challenger's run before the decision. A rejection is
+    a decision, not a failure: this task succeeds, returns the verdict with its reasons,
+    and every downstream task is skipped. A gate that cannot judge (no thresholds, a
+    sensitive attribute missing) fails without retries.
+
+    :param training: the ``train`` result: ``run_id`` and ``model_uri`` (templated)
+    :param features: the ``feature_materialize`` result: ``snapshot`` (templated)
+    :param mlflow_conn_id: MLflow connection (absent means the embedded store)
+    """
+
+    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "training", "features")
+    operator_extra_links = (MlflowRunLink(),)
+    ui_color = "#fadbd8"
+
+    def __init__(self, *, training: Any, features: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.training = training
+        self.features = features
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlflywheel.evaluate import REJECTED, evaluate_gate
+
+        training = _require(self.training, ("run_id", "model_uri"), "training")
+        features = _require(self.features, ("snapshot",), "features")
+        verdict = self.call_core(evaluate_gate, self.config, self.hook.workspace(), run_id=training["run_id"],
+                                 model_uri=training["model_uri"], snapshot=features["snapshot"])
+        verdict = {**verdict, "run_id": training["run_id"], "experiment_id": training.get("experiment_id")}
+        if verdict["decision"] == REJECTED:
+            self.log.warning("gate REJECTED the challenger (run %s):\n  - %s\nverdict: %s", training["run_id"],
+                             "\n  - ".join(verdict["reasons"]), verdict["verdict_path"])
+            downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
+            if downstream:
+                self.skip(ti=context["ti"], tasks=downstream)
+        else:
+            self.log.info("gate APPROVED the challenger (run %s): %d/%d checks passed", training["run_id"],
+                          verdict["checks_passed"], verdict["checks_total"])
+        return verdict
+
+
+class RegisterModelOperator(_MlflowOperator):
+    """Register the approved challenger (found again by its run key), alias ``challenger``;
+    the first approved model of a pipeline also becomes ``champion``.
+
+    :param training: the ``train`` result: ``run_id``, ``model_uri``, ``run_key`` (templated)
+    :param if_exists: a version exists for the run key: ``skip`` reuses it, ``fail`` fails
+    :param mlflow_conn_id: MLflow connection (absent means the embedded store)
+    """
+
+    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "training")
+    operator_extra_links = (MlflowModelVersionLink(),)
+    ui_color = "#e8daef"
+
+    def __init__(self, *, training: Any, if_exists: Literal["skip", "fail"] = "skip", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if if_exists not in ("skip", "fail"):
+            raise ValueError(f"if_exists must be 'skip' or 'fail', got {if_exists!r}")
+        self.training = training
+        self.if_exists = if_exists
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlflywheel.registry import register
+
+        training = _require(self.training, ("run_id", "model_uri", "run_key"), "training")
+        return self.call_core(register, self.config, self.hook.workspace(), run_id=training["run_id"],
+                              model_uri=training["model_uri"], run_key=training["run_key"],
+                              if_exists=self.if_exists)

@@ -1,0 +1,39 @@
+"""ValidateDataOperator: the Great Expectations gate on the interval's landing data."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlflywheel_airflow.operators._base import PipelineOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class ValidateDataOperator(PipelineOperator):
+    """Run the pipeline's expectation suite on the landing partitions of the data interval.
+
+    A violation fails the task without retries; the message lists each failed expectation
+    (column, expected, observed) and the path of the full result, which is also pushed to
+    XCom under ``validation_result`` before failing. A missing partition is retried (late
+    data). See :class:`PipelineOperator` for the templated parameters.
+    """
+
+    ui_color = "#d6eaf8"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from mlflywheel.errors import DataValidationError
+        from mlflywheel.settings import Workspace
+        from mlflywheel.validate import validate_landing
+
+        start, end = self.interval()
+        try:
+            return self.call_core(validate_landing, self.config, Workspace.from_env(), start=start, end=end)
+        except AirflowFailException as exc:
+            cause = exc.__cause__
+            if isinstance(cause, DataValidationError):
+                context["ti"].xcom_push(key="validation_result", value={
+                    "result_path": cause.result_path, "failures": cause.failures[:50]})
+            raise
