@@ -13,7 +13,7 @@ export FLYWHEEL_PROJECT_ROOT := $(CURDIR)
 export PYTHONDONTWRITEBYTECODE :=
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test test-fast lint bench lock clean-workspace
+.PHONY: install demo test test-fast lint bench lock clean-workspace mlflow-ui
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ lock:
 
 demo: install
 	$(BIN)/flywheel demo
+
+mlflow-ui: install
+	$(BIN)/flywheel mlflow-ui
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

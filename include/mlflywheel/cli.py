@@ -1,0 +1,242 @@
+"""``flywheel``: sample data, config checks, the demo, and workspace helpers.
+
+The CLI never imports Airflow: the demo runs Airflow as a subprocess on the workspace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflywheel.errors import FlywheelError
+from mlflywheel.settings import Workspace
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _pipelines(ws: Workspace, names: list[str] | None):
+    from mlflywheel.config import load_pipeline, load_pipelines
+
+    if not names or names == ["all"]:
+        return load_pipelines(ws.pipelines_dir)
+    return [load_pipeline(ws.pipelines_dir / f"{n}.yaml") for n in names]
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from mlflywheel.data.generate import inject_bad_data, write_landing
+    from mlflywheel.data.io import partition_path, write_parquet_atomic
+
+    ws = Workspace.from_env().ensure()
+    end = dt.date.fromisoformat(args.end) if args.end else _today()
+    start = end - dt.timedelta(days=args.days)
+    for config in _pipelines(ws, args.pipeline):
+        if not config.data.generator:
+            print(f"{config.name}: no data.generator configured; skipped")
+            continue
+        paths = write_landing(config, ws, start=start, end=end, scenario=args.scenario,
+                              scenario_start=dt.date.fromisoformat(args.scenario_start) if args.scenario_start else None)
+        print(f"{config.name}: {len(paths)} daily partitions {start}..{end - dt.timedelta(days=1)} "
+              f"(scenario {args.scenario}) under {Path(paths[0]).parents[1]}")
+        if args.bad:
+            import pandas as pd
+
+            day = dt.date.fromisoformat(args.bad_day) if args.bad_day else end - dt.timedelta(days=1)
+            path = partition_path(config, ws, day)
+            broken = inject_bad_data(pd.read_parquet(path), args.bad, id_column=config.data.id_column,
+                                     timestamp=config.data.timestamp)
+            write_parquet_atomic(broken, path)
+            print(f"{config.name}: injected bad data {args.bad!r} into {path}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.validate import load_suite
+
+    ws = Workspace.from_env()
+    paths = [Path(p) for p in args.paths] or sorted(ws.pipelines_dir.glob("*.yaml"))
+    failed = 0
+    for path in paths:
+        try:
+            config = load_pipeline(path)
+            load_suite(ws.expectations_dir, config.validation.suite)
+        except FlywheelError as exc:
+            failed += 1
+            print(f"FAIL {exc}", file=sys.stderr)
+        else:
+            print(f"ok   {path} -> DAG {config.train_dag_id}")
+    return 1 if failed else 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    ws = Workspace.from_env()
+    for key, value in ws.airflow_env().items():
+        print(f"export {key}={value}")
+    return 0
+
+
+def _airflow(ws: Workspace, *argv: str, log_path: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **ws.airflow_env()}
+    exe = Path(sys.executable).with_name("airflow")
+    cmd = [str(exe) if exe.exists() else "airflow", *argv]
+    if log_path is None:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as fh:
+        return subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+
+
+_TASK_LINE = re.compile(r"^(\S+)\s.*\[DAG TEST\] (starting|end task) task_id=(\w+)")
+_RUN_STATE = re.compile(r"DagRun Finished: dag_id=(\S+),.*?state=(\w+)")
+
+
+def task_timings(log_text: str) -> tuple[dict[str, float], str | None]:
+    """Per-task seconds and the final run state, from an ``airflow dags test`` log."""
+    starts: dict[str, dt.datetime] = {}
+    out: dict[str, float] = {}
+    state = None
+    for line in log_text.splitlines():
+        if m := _TASK_LINE.match(line):
+            stamp = dt.datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+            if m.group(2) == "starting":
+                starts[m.group(3)] = stamp
+            elif m.group(3) in starts:
+                out[m.group(3)] = round((stamp - starts[m.group(3)]).total_seconds(), 2)
+        elif m := _RUN_STATE.search(line):
+            state = m.group(2)
+    return out, state
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.data.io import partition_path
+    from mlflywheel.summary import format_summary, run_summary
+
+    ws = Workspace.from_env().ensure()
+    timings: dict[str, float] = {}
+    config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
+    end = _today()
+    start = end - dt.timedelta(days=1)
+
+    t0 = time.perf_counter()
+    if not (ws.airflow_home / "airflow.db").is_file() or args.fresh:
+        result = _airflow(ws, "db", "migrate")
+        if result.returncode != 0:
+            print(result.stdout[-3000:], result.stderr[-3000:], file=sys.stderr)
+            return result.returncode
+    timings["airflow_db"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    needed = [end - dt.timedelta(days=i) for i in range(1, args.days + 1)]
+    if args.fresh or not all(partition_path(config, ws, d).is_file() for d in needed):
+        cmd_generate(argparse.Namespace(pipeline=[config.name], days=args.days, end=end.isoformat(),
+                                        scenario="none", scenario_start=None, bad=None, bad_day=None))
+    else:
+        print(f"{config.name}: sample data for {needed[-1]}..{needed[0]} already in the landing zone")
+    timings["sample_data"] = time.perf_counter() - t0
+
+    logical = dt.datetime.combine(end, dt.time(), tzinfo=dt.UTC)
+    log_path = ws.reports_dir / "demo" / f"{config.train_dag_id}-{logical:%Y%m%d}.log"
+    print(f"running {config.train_dag_id} for {start}..{end} through Airflow (airflow dags test); log: {log_path}")
+    t0 = time.perf_counter()
+    result = _airflow(ws, "dags", "test", config.train_dag_id, logical.isoformat(), log_path=log_path)
+    timings["airflow_dags_test"] = time.perf_counter() - t0
+    per_task, state = task_timings(log_path.read_text())
+    timings.update({f"task.{k}": v for k, v in per_task.items()})
+
+    summary = run_summary(config, ws, start=dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC), end=logical)
+    print()
+    print(format_summary(summary, ws))
+    print(f"  airflow        run {state or 'unknown'}; log {log_path}")
+    print("  timings (s)    " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
+    (ws.reports_dir / "demo").mkdir(parents=True, exist_ok=True)
+    (ws.reports_dir / "demo" / "timings.json").write_text(json.dumps(timings, indent=2))
+    if result.returncode != 0 or state != "success":
+        print(f"\nthe DAG run did not succeed (state {state}, exit {result.returncode}); "
+              f"see {log_path}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.summary import format_summary, run_summary
+
+    ws = Workspace.from_env()
+    config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
+    end = dt.datetime.fromisoformat(args.end) if args.end else dt.datetime.combine(_today(), dt.time(), tzinfo=dt.UTC)
+    end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
+    print(format_summary(run_summary(config, ws, start=end - dt.timedelta(days=1), end=end), ws))
+    return 0
+
+
+def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    ws = Workspace.from_env().ensure()
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    os.execv(exe, [exe, "ui", "--backend-store-uri", ws.tracking_uri, "--host", args.host, "--port", str(args.port)])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flywheel", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="sample data").add_subparsers(dest="data_command", required=True)
+    gen = data.add_parser("generate", help="write seeded sample data to the landing zone, one partition a day")
+    gen.add_argument("--pipeline", action="append", help="pipeline name (repeatable; default: all)")
+    gen.add_argument("--days", type=int, default=45, help="number of days (default 45)")
+    gen.add_argument("--end", help="first day NOT generated, YYYY-MM-DD (default: today, UTC)")
+    gen.add_argument("--scenario", default="none", help="drift scenario: none or holiday")
+    gen.add_argument("--scenario-start", help="first day of the scenario (default: the first day)")
+    gen.add_argument("--bad", help="break the last day's partition: missing_column, wrong_dtype, null_required, "
+                                   "out_of_range, duplicate_ids, empty, future_timestamps, unknown_category")
+    gen.add_argument("--bad-day", help="the day to break (default: the last day)")
+    gen.set_defaults(func=cmd_generate)
+
+    config = sub.add_parser("config", help="pipeline configs").add_subparsers(dest="config_command", required=True)
+    check = config.add_parser("check", help="validate pipeline YAMLs and their expectation suites")
+    check.add_argument("paths", nargs="*")
+    check.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser("demo", help="workspace, sample data, and the training DAG end to end through Airflow")
+    demo.add_argument("--pipeline", default="fraud")
+    demo.add_argument("--days", type=int, default=45)
+    demo.add_argument("--fresh", action="store_true", help="regenerate data and re-migrate the Airflow DB")
+    demo.set_defaults(func=cmd_demo)
+
+    summary = sub.add_parser("summary", help="what the training run of an interval produced")
+    summary.add_argument("--pipeline", default="fraud")
+    summary.add_argument("--end", help="interval end (default: today 00:00 UTC)")
+    summary.set_defaults(func=cmd_summary)
+
+    env = sub.add_parser("env", help="print the environment for running airflow/mlflow on this workspace")
+    env.set_defaults(func=cmd_env)
+
+    ui = sub.add_parser("mlflow-ui", help="start the MLflow UI on the workspace's tracking store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_mlflow_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FlywheelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
