@@ -88,9 +88,9 @@ def build_train_dag(config: PipelineConfig) -> DAG:
         train = TrainModelOperator(task_id="train", doc_md=TASK_DOCS["train"], features=materialize.output,
                                    note="{{ params.note }}", mlflow_conn_id=MLFLOW_CONN_ID, **common)
         gate = EvaluateGateOperator(task_id="evaluate_gate", doc_md=TASK_DOCS["evaluate_gate"],
-                                    training=train.output, features=materialize.output,
+                                    training=train.output,
                                     mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        register = RegisterModelOperator(task_id="register", doc_md=TASK_DOCS["register"], training=train.output,
+        register = RegisterModelOperator(task_id="register", doc_md=TASK_DOCS["register"], verdict=gate.output,
                                          mlflow_conn_id=MLFLOW_CONN_ID, **common)
         validate >> materialize >> train >> gate >> register
     return dag

@@ -45,8 +45,8 @@ def _require(value: Any, keys: Sequence[str], field: str) -> dict[str, Any]:
 class TrainModelOperator(_MlflowOperator):
     """Train the pipeline's model on a feature snapshot; one MLflow run per run key.
 
-    :param features: the ``feature_materialize`` result: ``run_key`` and ``snapshot``
-        (templated; pass ``materialize.output``)
+    :param features: the ``feature_materialize`` result, ``run_key`` and ``snapshot``;
+        pass ``materialize.output`` (templated)
     :param note: free text recorded on the run, from a manual trigger (templated)
     :param if_exists: a finished run with the same run key and dataset digest exists:
         ``skip`` reuses it, ``replace`` trains again, ``fail`` fails
@@ -70,9 +70,11 @@ class TrainModelOperator(_MlflowOperator):
         from mlflywheel.train import train
 
         features = _require(self.features, ("run_key", "snapshot"), "features")
-        return self.call_core(train, self.config, self.hook.workspace(), snapshot=features["snapshot"],
-                              run_key=features["run_key"], trigger=describe_trigger(context),
-                              note=str(self.note or ""), if_exists=self.if_exists)
+        result = self.call_core(train, self.config, self.hook.workspace(), snapshot=features["snapshot"],
+                                run_key=features["run_key"], trigger=describe_trigger(context),
+                                note=str(self.note or ""), if_exists=self.if_exists)
+        # The snapshot reference travels on, so the gate depends on this task alone.
+        return {**result, "snapshot": {k: features["snapshot"][k] for k in ("uri", "digest", "rows")}}
 
 
 class EvaluateGateOperator(_MlflowOperator, SkipMixin):
@@ -83,28 +85,27 @@ class EvaluateGateOperator(_MlflowOperator, SkipMixin):
     and every downstream task is skipped. A gate that cannot judge (no thresholds, a
     sensitive attribute missing) fails without retries.
 
-    :param training: the ``train`` result: ``run_id`` and ``model_uri`` (templated)
-    :param features: the ``feature_materialize`` result: ``snapshot`` (templated)
+    :param training: the ``train`` result, ``run_id``, ``model_uri`` and ``snapshot``;
+        pass ``train.output`` (templated)
     :param mlflow_conn_id: MLflow connection (absent means the embedded store)
     """
 
-    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "training", "features")
+    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "training")
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#fadbd8"
 
-    def __init__(self, *, training: Any, features: Any, **kwargs: Any) -> None:
+    def __init__(self, *, training: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.training = training
-        self.features = features
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.evaluate import REJECTED, evaluate_gate
 
-        training = _require(self.training, ("run_id", "model_uri"), "training")
-        features = _require(self.features, ("snapshot",), "features")
+        training = _require(self.training, ("run_id", "model_uri", "snapshot"), "training")
         verdict = self.call_core(evaluate_gate, self.config, self.hook.workspace(), run_id=training["run_id"],
-                                 model_uri=training["model_uri"], snapshot=features["snapshot"])
-        verdict = {**verdict, "run_id": training["run_id"], "experiment_id": training.get("experiment_id")}
+                                 model_uri=training["model_uri"], snapshot=training["snapshot"])
+        verdict = {**verdict, "run_id": training["run_id"], "experiment_id": training.get("experiment_id"),
+                   "model_uri": training["model_uri"], "run_key": training.get("run_key")}
         if verdict["decision"] == REJECTED:
             self.log.warning("gate REJECTED the challenger (run %s):\n  - %s\nverdict: %s", training["run_id"],
                              "\n  - ".join(verdict["reasons"]), verdict["verdict_path"])
@@ -121,26 +122,32 @@ class RegisterModelOperator(_MlflowOperator):
     """Register the approved challenger (found again by its run key), alias ``challenger``;
     the first approved model of a pipeline also becomes ``champion``.
 
-    :param training: the ``train`` result: ``run_id``, ``model_uri``, ``run_key`` (templated)
+    :param verdict: the ``evaluate_gate`` result, ``decision``, ``run_id``, ``model_uri``
+        and ``run_key``; pass ``gate.output``; only ``approved`` is registered (templated)
     :param if_exists: a version exists for the run key: ``skip`` reuses it, ``fail`` fails
     :param mlflow_conn_id: MLflow connection (absent means the embedded store)
     """
 
-    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "training")
+    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "verdict")
     operator_extra_links = (MlflowModelVersionLink(),)
     ui_color = "#e8daef"
 
-    def __init__(self, *, training: Any, if_exists: Literal["skip", "fail"] = "skip", **kwargs: Any) -> None:
+    def __init__(self, *, verdict: Any, if_exists: Literal["skip", "fail"] = "skip", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if if_exists not in ("skip", "fail"):
             raise ValueError(f"if_exists must be 'skip' or 'fail', got {if_exists!r}")
-        self.training = training
+        self.verdict = verdict
         self.if_exists = if_exists
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from mlflywheel.registry import register
 
-        training = _require(self.training, ("run_id", "model_uri", "run_key"), "training")
-        return self.call_core(register, self.config, self.hook.workspace(), run_id=training["run_id"],
-                              model_uri=training["model_uri"], run_key=training["run_key"],
+        verdict = _require(self.verdict, ("decision", "run_id", "model_uri", "run_key"), "verdict")
+        if verdict["decision"] != "approved":
+            raise AirflowFailException(f"the gate decision is {verdict['decision']!r}: nothing to register "
+                                       f"(reasons: {verdict.get('reasons')})")
+        return self.call_core(register, self.config, self.hook.workspace(), run_id=verdict["run_id"],
+                              model_uri=verdict["model_uri"], run_key=verdict["run_key"],
                               if_exists=self.if_exists)

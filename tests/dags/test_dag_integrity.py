@@ -1,0 +1,81 @@
+"""DAG integrity through a real DagBag: no import errors, the exact graph, schedule, docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlflywheel.config import APPROVED_TAGS, load_pipelines
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = load_pipelines(ROOT / "include" / "pipelines")
+TASKS = ["validate", "feature_materialize", "train", "evaluate_gate", "register"]
+pytestmark = pytest.mark.dags
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_training_dag_per_pipeline(dagbag):
+    assert sorted(dagbag.dag_ids) == sorted(c.train_dag_id for c in CONFIGS)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_task_graph_is_the_documented_chain(dagbag, config):
+    dag = dagbag.dags[config.train_dag_id]
+    assert sorted(dag.task_ids) == sorted(TASKS)
+    for upstream, downstream in zip(TASKS, TASKS[1:], strict=False):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    assert dag.get_task("register").downstream_task_ids == set()
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_dag_settings(dagbag, config):
+    dag = dagbag.dags[config.train_dag_id]
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert set(dag.tags) <= APPROVED_TAGS and {"mlflywheel", "training"} <= set(dag.tags)
+    assert dag.doc_md and "evaluate_gate" in dag.doc_md
+    assert dag.start_date.year == int(config.schedule.start_date[:4])
+    for task in dag.tasks:
+        assert task.owner == config.owner
+        assert task.doc_md, task.task_id
+    assert dag.get_task("train").retries == config.retries
+    assert dag.get_task("validate").retries == 1  # only late data is retried; bad data fails at once
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_schedule_is_nightly_cron_or_drift_asset(dagbag, config):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    dag = dagbag.dags[config.train_dag_id]
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert dag.timetable.timetable.expression == config.schedule.cron
+    assert dag.timetable.timetable.interval.days == 1
+    uris = [asset.uri for asset in dag.timetable.asset_condition.objects]
+    assert uris == [config.drift_asset_uri]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_manual_trigger_params_are_validated(dagbag, config):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    dag = dagbag.dags[config.train_dag_id]
+    params = dag.params
+    assert params["training_window_days"] == config.training.window_days
+    assert params["note"] == ""
+    window = params.get_param("training_window_days")
+    with pytest.raises(ParamValidationError):
+        window.resolve(config.training.holdout_days)  # too short to leave a training part
+    with pytest.raises(ParamValidationError):
+        window.resolve("four weeks")
+    assert window.resolve(30) == 30
