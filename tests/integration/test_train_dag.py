@@ -1,0 +1,156 @@
+"""``<pipeline>__train`` end to end through Airflow (``dag.test()``) on embedded workspaces.
+
+Each test group gets its own FLYWHEEL_HOME (landing zone, Feast, MLflow) and the session's
+Airflow metadata DB; nothing is faked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlflywheel import tracking
+from mlflywheel.config import load_pipeline
+from mlflywheel.data.generate import inject_bad_data, write_landing
+from mlflywheel.data.io import partition_path, write_parquet_atomic
+from mlflywheel.settings import Workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+LAST_DAY = dt.date(2026, 6, 1)          # the first interval validates this day
+LOGICAL = dt.datetime(2026, 6, 2, tzinfo=dt.UTC)
+pytestmark = pytest.mark.integration
+
+
+def _workspace(tmp_path_factory, monkeypatch, name: str, pipelines_dir: Path | None = None):
+    home = tmp_path_factory.mktemp(f"ws-{name}")
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    monkeypatch.setenv("FLYWHEEL_PIPELINES_DIR", str(pipelines_dir or ROOT / "include" / "pipelines"))
+    ws = Workspace.from_env().ensure()
+    config = load_pipeline(ws.pipelines_dir / f"{name}.yaml")
+    write_landing(config, ws, start=LAST_DAY - dt.timedelta(days=34), end=LAST_DAY + dt.timedelta(days=2))
+    return ws, config
+
+
+def _run(config, logical: dt.datetime, conf: dict | None = None):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_flywheel_train_dag", ROOT / "dags" / "flywheel_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.build_train_dag(config)
+    run = dag.test(logical_date=logical, run_conf=conf)
+    states = {ti.task_id: str(ti.state).split(".")[-1].lower() for ti in run.get_task_instances()}
+    return str(run.state).split(".")[-1].lower(), states
+
+
+def _versions(ws, config):
+    client = tracking.client(ws)
+    return sorted(client.search_model_versions(f"name = '{config.model_name}'"), key=lambda v: int(v.version))
+
+
+@pytest.fixture(scope="module")
+def fraud(tmp_path_factory, airflow_db):
+    with pytest.MonkeyPatch.context() as mp:
+        ws, config = _workspace(tmp_path_factory, mp, "fraud")
+        first = _run(config, LOGICAL, {"note": "integration test"})
+        yield ws, config, first, mp
+
+
+def test_first_run_registers_a_champion(fraud):
+    ws, config, (state, states), _ = fraud
+    assert state == "success", states
+    assert states == dict.fromkeys(["validate", "feature_materialize", "train", "evaluate_gate", "register"],
+                                   "success")
+    (version,) = _versions(ws, config)
+    client = tracking.client(ws)
+    mv = client.get_model_version(config.model_name, version.version)
+    assert sorted(mv.aliases) == ["challenger", "champion"]
+    key = tracking.run_key(config, LOGICAL - dt.timedelta(days=1), LOGICAL, config.training.window_days)
+    assert mv.tags[tracking.TAG_RUN_KEY] == key
+    run = client.get_run(mv.run_id)
+    assert run.data.metrics["holdout_roc_auc"] > 0.85
+    assert run.data.tags[tracking.TAG_DECISION] == "approved"
+    assert run.data.tags[tracking.TAG_NOTE] == "integration test"
+    assert run.data.tags[tracking.TAG_TRIGGER] == "manual"
+    digest = mv.tags[tracking.TAG_DIGEST]
+    assert digest == run.data.tags[tracking.TAG_DIGEST]
+    assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [digest]
+    snapshot = json.loads((ws.snapshots_dir / config.name / digest / "snapshot.json").read_text())
+    assert snapshot["rows"] > 10_000 and snapshot["start"] == "2026-05-05" and snapshot["end"] == "2026-06-01"
+    verdict = json.loads(Path(client.download_artifacts(mv.run_id, "gate/verdict.json")).read_text())
+    assert verdict["decision"] == "approved" and verdict["champion"] is None
+    assert {c["name"] for c in verdict["checks"]} >= {"threshold.roc_auc.min", "output.no_nan",
+                                                      "fairness.demographic_parity_difference"}
+
+
+def test_rerun_of_the_same_interval_makes_no_new_version(fraud):
+    ws, config, _, _ = fraud
+    state, states = _run(config, LOGICAL)
+    assert state == "success", states
+    assert len(_versions(ws, config)) == 1
+    client = tracking.client(ws)
+    experiment = client.get_experiment_by_name(f"flywheel/{config.name}")
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+    assert len(runs) == 1  # the training run was found by its run key, not repeated
+
+
+def test_bad_landing_data_stops_before_training_and_keeps_the_champion(fraud):
+    ws, config, _, _ = fraud
+    champion_before = tracking.client(ws).get_model_version_by_alias(config.model_name, "champion").version
+    path = partition_path(config, ws, LAST_DAY + dt.timedelta(days=1))
+    import pandas as pd
+
+    write_parquet_atomic(inject_bad_data(pd.read_parquet(path), "duplicate_ids", id_column=config.data.id_column,
+                                         timestamp=config.data.timestamp), path)
+    state, states = _run(config, LOGICAL + dt.timedelta(days=1))
+    assert state == "failed"
+    assert states["validate"] == "failed"
+    assert {states[t] for t in ("feature_materialize", "train", "evaluate_gate", "register")} == {"upstream_failed"}
+    assert len(_versions(ws, config)) == 1
+    assert tracking.client(ws).get_model_version_by_alias(config.model_name, "champion").version == champion_before
+    result = json.loads((ws.reports_dir / config.name / "validation" / "2026-06-02_2026-06-02.json").read_text())
+    assert [f["expectation"] for f in result["failures"]] == ["expect_column_values_to_be_unique"]
+
+
+@pytest.fixture(scope="module")
+def strict_fraud(tmp_path_factory, airflow_db):
+    """The fraud pipeline with a ROC AUC bar no model reaches."""
+    raw = yaml.safe_load((ROOT / "include" / "pipelines" / "fraud.yaml").read_text())
+    raw["gate"]["thresholds"]["roc_auc"] = {"min": 0.9999}
+    raw["registry"]["model_name"] = "fraud_strict"
+    folder = tmp_path_factory.mktemp("strict-pipelines")
+    (folder / "fraud.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as mp:
+        ws, config = _workspace(tmp_path_factory, mp, "fraud", pipelines_dir=folder)
+        yield ws, config, _run(config, LOGICAL)
+
+
+def test_gate_rejection_is_a_decision_that_skips_register(strict_fraud):
+    ws, config, (state, states) = strict_fraud
+    assert state == "success"
+    assert states["evaluate_gate"] == "success"
+    assert states["register"] == "skipped"
+    client = tracking.client(ws)
+    assert client.search_model_versions(f"name = '{config.model_name}'") == []
+    experiment = client.get_experiment_by_name(f"flywheel/{config.name}")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags[tracking.TAG_DECISION] == "rejected"
+    assert "threshold.roc_auc.min" in run.data.tags[tracking.TAG_REASONS]
+
+
+def test_second_dataset_runs_through_the_same_factory(tmp_path_factory, airflow_db):
+    with pytest.MonkeyPatch.context() as mp:
+        ws, config = _workspace(tmp_path_factory, mp, "ctr")
+        state, states = _run(config, LOGICAL)
+        assert state == "success", states
+        (version,) = _versions(ws, config)
+        client = tracking.client(ws)
+        assert sorted(client.get_model_version(config.model_name, version.version).aliases) == [
+            "challenger", "champion"]
+        run = client.get_run(version.run_id)
+        assert run.data.params["trainer"] == "sklearn_logreg"
+        assert run.data.params["label"] == "clicked"
