@@ -37,13 +37,14 @@ mlflow-ui: install
 	$(BIN)/flywheel mlflow-ui
 
 test: install
+	$(BIN)/ruff check include plugins dags tests bench feature_repo
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "unit or dags or operators" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check include plugins dags tests bench
+	$(BIN)/ruff check include plugins dags tests bench feature_repo
 
 bench: install
 	$(BIN)/python bench/dag_parse.py

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflywheel.data.io import available_days, days_between, read_days, write_parquet_atomic, write_text_atomic
+from mlflywheel.data.io import (
+    available_days,
+    days_between,
+    read_days,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from mlflywheel.errors import ConfigError, FeatureError
 
 if TYPE_CHECKING:

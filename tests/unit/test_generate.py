@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflywheel.data.generate import BAD_DATA_KINDS, generate_ctr_day, generate_fraud_day, inject_bad_data
+from mlflywheel.data.generate import (
+    BAD_DATA_KINDS,
+    generate_ctr_day,
+    generate_fraud_day,
+    inject_bad_data,
+)
 
 pytestmark = pytest.mark.unit
 DAYS = [dt.date(2026, 5, 1) + dt.timedelta(days=i) for i in range(20)]

@@ -41,7 +41,6 @@ def _day_rng(seed: int, name: str, day: dt.date) -> np.random.Generator:
 
 
 def _timestamps(rng: np.random.Generator, day: dt.date, n: int, night_share: np.ndarray) -> pd.Series:
-    import numpy as np
     import pandas as pd
 
     day_seconds = rng.uniform(7 * 3600, 23 * 3600, n)

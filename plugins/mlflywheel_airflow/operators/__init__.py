@@ -1,7 +1,11 @@
 """Operators: one module per integration, each a thin wrapper over one core call."""
 
 from mlflywheel_airflow.operators.feast import MaterializeFeaturesOperator
-from mlflywheel_airflow.operators.mlflow import EvaluateGateOperator, RegisterModelOperator, TrainModelOperator
+from mlflywheel_airflow.operators.mlflow import (
+           EvaluateGateOperator,
+           RegisterModelOperator,
+           TrainModelOperator,
+)
 from mlflywheel_airflow.operators.validation import ValidateDataOperator
 
 __all__ = ["EvaluateGateOperator", "MaterializeFeaturesOperator", "RegisterModelOperator",

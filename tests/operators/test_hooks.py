@@ -1,0 +1,40 @@
+"""Hooks: a connection switches to a real service; no connection means the embedded default."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlflywheel_airflow.hooks import FeastHook, MlflowHook
+
+pytestmark = pytest.mark.operators
+
+
+def test_mlflow_connection_sets_tracking_uri_and_links(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
+        {"conn_type": "http", "host": "mlflow.internal", "port": 5000, "extra": {"ui_url": "https://mlflow.example/"}}))
+    hook = MlflowHook()
+    assert hook.tracking_uri() == "http://mlflow.internal:5000"
+    assert hook.workspace().tracking_uri == "http://mlflow.internal:5000"
+    assert hook.workspace().registry_uri == "http://mlflow.internal:5000"
+    assert hook.ui_url() == "https://mlflow.example"
+
+
+def test_without_connection_the_embedded_store_is_used(monkeypatch, tmp_path):
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
+    hook = MlflowHook()
+    assert hook.tracking_uri() is None
+    assert hook.workspace().tracking_uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    assert hook.ui_url() == "http://127.0.0.1:5000"
+    ok, message = hook.test_connection()
+    assert ok, message
+
+
+def test_feast_connection_points_at_another_repo(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_CONN_FEAST_DEFAULT", json.dumps(
+        {"conn_type": "generic", "extra": {"repo_path": str(tmp_path / "repo")}}))
+    assert FeastHook().workspace().feature_repo == tmp_path / "repo"
+    ok, message = FeastHook().test_connection()
+    assert not ok and "feature_store.yaml not found" in message
