@@ -218,9 +218,6 @@ def evaluate_gate(config: PipelineConfig, ws: Workspace, *, run_id: str, model_u
     Returns:
         ``decision``, ``reasons``, ``verdict_path``, ``verdict_artifact``, metrics of both.
     """
-    import mlflow
-
-    from mlflywheel.registry import champion_version
     from mlflywheel.train.core import holdout_split, load_snapshot
 
     gate = config.gate
@@ -229,9 +226,17 @@ def evaluate_gate(config: PipelineConfig, ws: Workspace, *, run_id: str, model_u
     frame = load_snapshot(snapshot["uri"], snapshot["digest"])
     _, holdout = holdout_split(frame, config)
     y = holdout[config.data.label].to_numpy()
-    mlflow.set_tracking_uri(ws.tracking_uri)
-    mlflow.set_registry_uri(ws.registry_uri)
     mlflow_client = tracking.client(ws)
+    with tracking.active(ws):
+        return _judge(config, ws, mlflow_client, run_id=run_id, model_uri=model_uri, snapshot=snapshot,
+                      holdout=holdout, y=y)
+
+
+def _judge(config: PipelineConfig, ws: Workspace, mlflow_client, *, run_id: str, model_uri: str,
+           snapshot: dict[str, Any], holdout: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+    from mlflywheel.registry import champion_version
+
+    gate = config.gate
 
     proba = _scores(model_uri, holdout, config.feature_columns)
     checks = output_checks(proba, len(holdout))

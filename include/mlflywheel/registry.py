@@ -87,6 +87,13 @@ def register(config: PipelineConfig, ws: Workspace, *, run_id: str, model_uri: s
     """
     if if_exists not in ("skip", "fail"):
         raise ValueError(f"if_exists must be 'skip' or 'fail', got {if_exists!r}")
+    # A ``models:/m-<id>`` source is resolved through MLflow's global tracking URI.
+    with tracking.active(ws):
+        return _register(config, ws, run_id=run_id, model_uri=model_uri, run_key=run_key, if_exists=if_exists)
+
+
+def _register(config: PipelineConfig, ws: Workspace, *, run_id: str, model_uri: str, run_key: str,
+              if_exists: str) -> dict[str, Any]:
     mlflow_client = tracking.client(ws)
     run = mlflow_client.get_run(run_id)
     decision = run.data.tags.get(tracking.TAG_DECISION)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mlflywheel.settings import project_root
@@ -31,6 +34,31 @@ def client(ws: Workspace) -> MlflowClient:
     if ws.tracking_uri.startswith("sqlite:"):
         ws.mlflow_dir.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.registry_uri)
+
+
+@contextmanager
+def active(ws: Workspace) -> Iterator[None]:
+    """Point MLflow's fluent API at ``ws`` for the block, then put everything back.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the process
+    environment (for subprocesses), so without this one workspace's URI would leak into
+    every later step in the same process.
+    """
+    import mlflow
+
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(ws.tracking_uri)
+    mlflow.set_registry_uri(ws.registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def experiment_id(mlflow_client: MlflowClient, ws: Workspace, config: PipelineConfig) -> str:

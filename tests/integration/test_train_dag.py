@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,8 @@ def _run(config, logical: dt.datetime, conf: dict | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = module.build_train_dag(config)
+    for task in dag.tasks:  # a failure must fail the test now, not wait out a 5-minute retry delay
+        task.retries = 0
     run = dag.test(logical_date=logical, run_conf=conf)
     states = {ti.task_id: str(ti.state).split(".")[-1].lower() for ti in run.get_task_instances()}
     return str(run.state).split(".")[-1].lower(), states
@@ -63,6 +66,7 @@ def fraud(tmp_path_factory, airflow_db):
 def test_first_run_registers_a_champion(fraud):
     ws, config, (state, states), _ = fraud
     assert state == "success", states
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the workspace's store did not leak
     assert states == dict.fromkeys(["validate", "feature_materialize", "train", "evaluate_gate", "register"],
                                    "success")
     (version,) = _versions(ws, config)

@@ -111,13 +111,12 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
     proba = estimator.predict_proba(holdout[features])[:, 1]
     metrics = classification_metrics(holdout[label].to_numpy(), proba, config.gate.decision_threshold)
 
-    mlflow.set_tracking_uri(ws.tracking_uri)
-    mlflow.set_registry_uri(ws.registry_uri)
     tags = {tracking.TAG_RUN_KEY: run_key, tracking.TAG_PIPELINE: config.name, tracking.TAG_DIGEST: digest,
             tracking.TAG_TRIGGER: trigger, tracking.TAG_GIT: tracking.git_commit()}
     if note:
         tags[tracking.TAG_NOTE] = note[:500]
-    with mlflow.start_run(experiment_id=experiment, run_name=f"train {run_key}", tags=tags) as run:
+    with tracking.active(ws), mlflow.start_run(experiment_id=experiment, run_name=f"train {run_key}",
+                                               tags=tags) as run:
         mlflow.log_params({"trainer": config.training.trainer, "seed": config.training.seed,
                            "window_days": snapshot.get("window_days", config.training.window_days),
                            "holdout_days": config.training.holdout_days,
