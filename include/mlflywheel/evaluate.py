@@ -192,20 +192,29 @@ def champion_checks(challenger: dict[str, float], champion: dict[str, float] | N
 
 
 # --- the gate --------------------------------------------------------------------------
-def _scores(model_uri: str, frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def _scores(model_uri: str, frame: pd.DataFrame) -> np.ndarray:
     import mlflow
     import numpy as np
 
     model = mlflow.sklearn.load_model(model_uri)
-    return np.asarray(model.predict_proba(frame[columns])[:, 1], dtype="float64")
+    return np.asarray(model.predict_proba(frame)[:, 1], dtype="float64")
 
 
-def _champion_columns(mlflow_client, model_uri: str, default: list[str]) -> list[str]:
+def _champion_inputs(model_uri: str, holdout: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
+    """The holdout as the champion's signature wants it (its inputs may differ from ours)."""
     from mlflow.models import get_model_info
+
+    from mlflywheel.train.core import model_inputs
 
     info = get_model_info(model_uri)
     names = info.signature.inputs.input_names() if info.signature is not None else None
-    return list(names) if names else default
+    if not names or list(names) == config.feature_columns:
+        return model_inputs(holdout, config)
+    missing = sorted(set(names) - set(holdout.columns))
+    if missing:
+        raise ValueError(f"champion inputs {missing} are not in this holdout")
+    frame = holdout[list(names)]
+    return frame.astype({c: "float64" for c in frame.columns if frame[c].dtype.kind in "iuf"})
 
 
 def evaluate_gate(config: PipelineConfig, ws: Workspace, *, run_id: str, model_uri: str,
@@ -238,7 +247,9 @@ def _judge(config: PipelineConfig, ws: Workspace, mlflow_client, *, run_id: str,
 
     gate = config.gate
 
-    proba = _scores(model_uri, holdout, config.feature_columns)
+    from mlflywheel.train.core import model_inputs
+
+    proba = _scores(model_uri, model_inputs(holdout, config))
     checks = output_checks(proba, len(holdout))
     outputs_ok = all(c.passed for c in checks)
     metrics = classification_metrics(y, proba, gate.decision_threshold) if outputs_ok else {}
@@ -258,9 +269,8 @@ def _judge(config: PipelineConfig, ws: Workspace, mlflow_client, *, run_id: str,
     if champion is not None:
         champion_info = {"version": champion.version, "run_id": champion.run_id, "source": champion.source}
         try:
-            columns = _champion_columns(mlflow_client, f"models:/{config.model_name}/{champion.version}",
-                                        config.feature_columns)
-            champion_proba = _scores(f"models:/{config.model_name}/{champion.version}", holdout, columns)
+            champion_uri = f"models:/{config.model_name}/{champion.version}"
+            champion_proba = _scores(champion_uri, _champion_inputs(champion_uri, holdout, config))
             champion_metrics = classification_metrics(y, champion_proba, gate.decision_threshold)
             champion_info["metrics"] = champion_metrics
         except Exception as exc:  # fail closed: an unscorable champion is not a free pass

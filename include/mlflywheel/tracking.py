@@ -119,3 +119,16 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+def kill_running(ws: Workspace, config: PipelineConfig, key: str) -> list[str]:
+    """Mark this run key's RUNNING MLflow runs as KILLED (a task was stopped); returns their ids."""
+    mlflow_client = client(ws)
+    found = mlflow_client.get_experiment_by_name(f"flywheel/{config.name}")
+    if found is None:
+        return []
+    runs = mlflow_client.search_runs(
+        [found.experiment_id], f"tags.`{TAG_RUN_KEY}` = '{key}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        mlflow_client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in runs]

@@ -39,3 +39,19 @@ def test_run_key_is_stable_and_names_interval_and_window(pipeline_config):
     assert key == "fraud/20260510T0000Z-20260511T0000Z/w28"
     other_tz = dt.datetime(2026, 5, 10, 2, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert tracking.run_key(config, other_tz, start + dt.timedelta(days=1), 28) == key
+
+
+def test_kill_running_marks_only_this_keys_running_runs(tmp_path, pipeline_config):
+    config = pipeline_config("ctr")
+    ws = Workspace(home=tmp_path)
+    client = tracking.client(ws)
+    experiment = tracking.experiment_id(client, ws, config)
+    running = client.create_run(experiment, tags={tracking.TAG_RUN_KEY: "ctr/k1"})
+    other = client.create_run(experiment, tags={tracking.TAG_RUN_KEY: "ctr/k2"})
+    done = client.create_run(experiment, tags={tracking.TAG_RUN_KEY: "ctr/k1"})
+    client.set_terminated(done.info.run_id, "FINISHED")
+    assert tracking.kill_running(ws, config, "ctr/k1") == [running.info.run_id]
+    assert client.get_run(running.info.run_id).info.status == "KILLED"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"
+    assert client.get_run(done.info.run_id).info.status == "FINISHED"
+    assert client.get_experiment(experiment).artifact_location.startswith((tmp_path / "mlflow").as_uri())

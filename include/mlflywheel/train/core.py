@@ -58,6 +58,18 @@ def holdout_split(frame: pd.DataFrame, config: PipelineConfig) -> tuple[pd.DataF
     return train, holdout
 
 
+def model_inputs(frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
+    """The model's input columns in a fixed order, numerics as float64.
+
+    Counts are integers in the data but missing for an entity with no feature row yet, so
+    the model (and its signature) take every numeric input as a double.
+    """
+    missing = [c for c in config.feature_columns if c not in frame.columns]
+    if missing:
+        raise FeatureError(f"model inputs {missing} are not columns of the frame (has {sorted(frame.columns)})")
+    return frame[config.feature_columns].astype({c: "float64" for c in config.training.numeric})
+
+
 def find_run(mlflow_client, experiment: str, key: str, digest: str):
     """A finished run with this run key and dataset digest, or ``None``."""
     runs = mlflow_client.search_runs(
@@ -106,9 +118,9 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
     train_part, holdout = holdout_split(frame, config)
     features, label = config.feature_columns, config.data.label
     estimator = build(config.training)
-    x_train, y_train = train_part[features], train_part[label].to_numpy()
+    x_train, y_train = model_inputs(train_part, config), train_part[label].to_numpy()
     estimator.fit(x_train, y_train)
-    proba = estimator.predict_proba(holdout[features])[:, 1]
+    proba = estimator.predict_proba(model_inputs(holdout, config))[:, 1]
     metrics = classification_metrics(holdout[label].to_numpy(), proba, config.gate.decision_threshold)
 
     tags = {tracking.TAG_RUN_KEY: run_key, tracking.TAG_PIPELINE: config.name, tracking.TAG_DIGEST: digest,

@@ -70,11 +70,21 @@ class TrainModelOperator(_MlflowOperator):
         from mlflywheel.train import train
 
         features = _require(self.features, ("run_key", "snapshot"), "features")
+        self._run_key = features["run_key"]
         result = self.call_core(train, self.config, self.hook.workspace(), snapshot=features["snapshot"],
                                 run_key=features["run_key"], trigger=describe_trigger(context),
                                 note=str(self.note or ""), if_exists=self.if_exists)
         # The snapshot reference travels on, so the gate depends on this task alone.
         return {**result, "snapshot": {k: features["snapshot"][k] for k in ("uri", "digest", "rows")}}
+
+    def on_kill(self) -> None:
+        """Mark the MLflow run of this training as KILLED instead of leaving it RUNNING."""
+        from mlflywheel import tracking
+
+        run_key = getattr(self, "_run_key", None)
+        if run_key:
+            killed = tracking.kill_running(self.hook.workspace(), self.config, run_key)
+            self.log.info("marked MLflow runs %s KILLED", killed)
 
 
 class EvaluateGateOperator(_MlflowOperator, SkipMixin):
