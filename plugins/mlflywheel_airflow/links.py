@@ -29,25 +29,31 @@ def _ui_url(operator: BaseOperator) -> str:
     return MlflowHook(getattr(operator, "mlflow_conn_id", None)).ui_url()
 
 
-class MlflowRunLink(BaseOperatorLink):
+class _MlflowLink(BaseOperatorLink):
+    """A page of the MLflow UI named by keys of the task's returned dict."""
+
+    #: path under the UI root, formatted with the task's result
+    path: str = ""
+    keys: tuple[str, ...] = ()
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        result = _result(ti_key)
+        if not all(result.get(key) for key in self.keys):
+            return ""
+        return f"{_ui_url(operator)}/{self.path.format(**{k: quote(str(result[k])) for k in self.keys})}"
+
+
+class MlflowRunLink(_MlflowLink):
     """The MLflow run this task trained or judged."""
 
     name = "MLflow run"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        result = _result(ti_key)
-        if not result.get("run_id") or not result.get("experiment_id"):
-            return ""
-        return f"{_ui_url(operator)}/#/experiments/{result['experiment_id']}/runs/{result['run_id']}"
+    path = "#/experiments/{experiment_id}/runs/{run_id}"
+    keys = ("experiment_id", "run_id")
 
 
-class MlflowModelVersionLink(BaseOperatorLink):
+class MlflowModelVersionLink(_MlflowLink):
     """The registered model version this task created or found."""
 
     name = "MLflow model version"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        result = _result(ti_key)
-        if not result.get("name") or not result.get("version"):
-            return ""
-        return f"{_ui_url(operator)}/#/models/{quote(result['name'])}/versions/{result['version']}"
+    path = "#/models/{name}/versions/{version}"
+    keys = ("name", "version")

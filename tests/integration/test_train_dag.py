@@ -50,6 +50,15 @@ def _run(config, logical: dt.datetime, conf: dict | None = None):
     return str(run.state).split(".")[-1].lower(), states
 
 
+def _links(dag_id: str) -> dict[tuple[str, str], str]:
+    """Extra-link URLs Airflow stored for the DAG's runs (from its metadata DB)."""
+    import sqlite3
+
+    with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as db:
+        rows = db.execute("select task_id, key, value from xcom where dag_id = ? and key like '_link_%'", (dag_id,))
+        return {(task, key): json.loads(value) for task, key, value in rows}
+
+
 def _versions(ws, config):
     client = tracking.client(ws)
     return sorted(client.search_model_versions(f"name = '{config.model_name}'"), key=lambda v: int(v.version))
@@ -85,6 +94,10 @@ def test_first_run_registers_a_champion(fraud):
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [digest]
     snapshot = json.loads((ws.snapshots_dir / config.name / digest / "snapshot.json").read_text())
     assert snapshot["rows"] > 10_000 and snapshot["start"] == "2026-05-05" and snapshot["end"] == "2026-06-01"
+    links = _links(config.train_dag_id)
+    assert links[("train", "_link_MlflowRunLink")].endswith(f"/#/experiments/{run.info.experiment_id}/runs/{mv.run_id}")
+    assert links[("register", "_link_MlflowModelVersionLink")].endswith(
+        f"/#/models/{config.model_name}/versions/{mv.version}")
     verdict = json.loads(Path(client.download_artifacts(mv.run_id, "gate/verdict.json")).read_text())
     assert verdict["decision"] == "approved" and verdict["champion"] is None
     assert {c["name"] for c in verdict["checks"]} >= {"threshold.roc_auc.min", "output.no_nan",

@@ -38,3 +38,20 @@ def test_feast_connection_points_at_another_repo(monkeypatch, tmp_path):
     assert FeastHook().workspace().feature_repo == tmp_path / "repo"
     ok, message = FeastHook().test_connection()
     assert not ok and "feature_store.yaml not found" in message
+
+
+@pytest.mark.parametrize(("link", "result", "expected"), [
+    ("run", {"experiment_id": "3", "run_id": "abc"}, "http://127.0.0.1:5000/#/experiments/3/runs/abc"),
+    ("version", {"name": "fraud detector", "version": "4"}, "http://127.0.0.1:5000/#/models/fraud%20detector/versions/4"),
+    ("run", {"run_id": "abc"}, ""),  # nothing to link to yet
+])
+def test_links_point_at_the_mlflow_ui(monkeypatch, link, result, expected):
+    from unittest import mock
+
+    from mlflywheel_airflow import links
+
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    monkeypatch.delenv("FLYWHEEL_MLFLOW_UI_URL", raising=False)
+    cls = links.MlflowRunLink if link == "run" else links.MlflowModelVersionLink
+    with mock.patch.object(links, "_result", return_value=result):
+        assert cls().get_link(mock.Mock(mlflow_conn_id="mlflow_default"), ti_key=mock.Mock()) == expected
