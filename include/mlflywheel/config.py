@@ -143,6 +143,26 @@ class GateSpec(_Strict):
         return value
 
 
+class ParityLimits(_Strict):
+    """How closely an exported variant must reproduce the native model on the holdout."""
+
+    max_abs_diff: Annotated[float, Field(ge=0)]
+    min_decision_agreement: Annotated[float, Field(ge=0, le=1)]
+    max_metric_delta: Annotated[float, Field(ge=0)]
+
+
+class ExportSpec(_Strict):
+    """ONNX export: opset, parity limits per precision, execution-provider preference."""
+
+    opset: Annotated[int, Field(ge=13, le=21)] = 17
+    # ORT's TreeEnsemble sums trees in float32: the shipped 200-tree HGB differs from
+    # scikit-learn by at most 2.4e-5 (p99.9 3.8e-7) on its holdout, hence 1e-4 by default.
+    fp32: ParityLimits = ParityLimits(max_abs_diff=1e-4, min_decision_agreement=0.9999, max_metric_delta=1e-4)
+    int8: ParityLimits = ParityLimits(max_abs_diff=0.05, min_decision_agreement=0.99, max_metric_delta=0.005)
+    providers: list[str] = Field(default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                          "CPUExecutionProvider"])
+
+
 class RegistrySpec(_Strict):
     model_name: str | None = Field(default=None, description="registered model name (default: the pipeline name)")
 
@@ -160,6 +180,7 @@ class PipelineConfig(_Strict):
     training: TrainingSpec
     gate: GateSpec
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
 
     @field_validator("tags")
     @classmethod

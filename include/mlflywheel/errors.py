@@ -44,3 +44,15 @@ class GateMisconfigured(FlywheelError):
 
 class RegistryError(FlywheelError):
     """The model registry is not in the state a step expects."""
+
+
+class ModelIntegrityError(FlywheelError):
+    """An exported model file is missing, truncated, altered, or points outside its folder."""
+
+
+class SchemaMismatch(FlywheelError):
+    """A batch or a model does not have the inputs the other expects."""
+
+
+class ParityError(FlywheelError):
+    """An exported model does not reproduce the native model within the configured limits."""

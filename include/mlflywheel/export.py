@@ -1,0 +1,191 @@
+"""ONNX export, INT8 quantization and the parity check.
+
+A scikit-learn pipeline exports as one graph, preprocessing included, whose inputs are the
+raw feature columns (strings for categoricals, floats for numerics), so whatever serves it
+passes the columns Feast returns. A variant is published only when it reproduces the
+native model on the holdout within the pipeline's parity limits; fp32 breaking parity is
+an error with the numbers, an INT8 variant breaking it is left out with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflywheel.errors import ParityError
+from mlflywheel.runtime import META_CATEGORIES, META_FEATURES, PROBABILITIES, OnnxModel
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+    import pandas as pd
+
+    from mlflywheel.config import ParityLimits, PipelineConfig
+
+log = logging.getLogger(__name__)
+QUANTIZABLE_OPS = frozenset({"MatMul", "Gemm"})
+
+
+@dataclass
+class Parity:
+    """How an exported variant compares with the native model on the same rows."""
+
+    max_abs_diff: float
+    decision_agreement: float
+    metric_delta: float
+    limits: dict[str, float]
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def parity(native: np.ndarray, exported: np.ndarray, y: np.ndarray, threshold: float,
+           limits: ParityLimits) -> Parity:
+    """Max absolute difference, decision agreement at ``threshold`` and ROC AUC delta."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    diff = float(np.max(np.abs(native - exported))) if len(native) else 0.0
+    if not np.isfinite(exported).all():
+        diff = float("inf")
+    agreement = float(np.mean((native >= threshold) == (exported >= threshold))) if len(native) else 1.0
+    delta = abs(float(roc_auc_score(y, native)) - float(roc_auc_score(y, np.nan_to_num(exported))))
+    result = Parity(diff, agreement, delta, limits.model_dump())
+    if not diff <= limits.max_abs_diff:
+        result.failures.append(f"max |p_native - p_onnx| = {diff:.3g} > {limits.max_abs_diff:g}")
+    if agreement < limits.min_decision_agreement:
+        result.failures.append(f"decision agreement {agreement:.6f} < {limits.min_decision_agreement:g}")
+    if delta > limits.max_metric_delta:
+        result.failures.append(f"ROC AUC delta {delta:.3g} > {limits.max_metric_delta:g}")
+    return result
+
+
+@contextmanager
+def _hgb_missing_flag_fix() -> Iterator[None]:
+    """skl2onnx 1.20 passes HistGradientBoosting's boolean ``missing_go_to_left`` where onnx
+    1.23 wants an int (``Expected an int, got a boolean``); cast it for the conversion."""
+    from skl2onnx.common import tree_ensemble
+
+    original = tree_ensemble.add_node
+
+    def add_node(*args: Any, nodes_missing_value_tracks_true: Any = 0, **kwargs: Any) -> Any:
+        return original(*args, nodes_missing_value_tracks_true=int(nodes_missing_value_tracks_true), **kwargs)
+
+    tree_ensemble.add_node = add_node
+    try:
+        yield
+    finally:
+        tree_ensemble.add_node = original
+
+
+def _categories(estimator: Any) -> dict[str, list[str]]:
+    """Categories each one-hot encoder of the pipeline was fitted on, by input column."""
+    out: dict[str, list[str]] = {}
+    preprocess = getattr(estimator, "named_steps", {}).get("preprocess")
+    for _, transformer, columns in getattr(preprocess, "transformers_", []):
+        categories = getattr(transformer, "categories_", None)
+        if categories is not None:
+            out.update({col: [str(c) for c in cats] for col, cats in zip(columns, categories, strict=True)})
+    return out
+
+
+def export_sklearn(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
+    """The fitted pipeline as one ONNX graph: raw columns in, ``probabilities`` [N, 2] out."""
+    import onnx
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    types = [(c, StringTensorType([None, 1])) for c in config.training.categorical]
+    types += [(c, FloatTensorType([None, 1])) for c in config.training.numeric]
+    with _hgb_missing_flag_fix():
+        model = convert_sklearn(estimator, initial_types=types, target_opset=config.export.opset,
+                                options={id(estimator): {"zipmap": False}})
+    outputs = [o.name for o in model.graph.output]
+    if PROBABILITIES not in outputs:
+        raise ParityError(f"skl2onnx produced outputs {outputs}, expected {PROBABILITIES!r}")
+    onnx.helper.set_model_props(model, {META_CATEGORIES: json.dumps(_categories(estimator)),
+                                        META_FEATURES: json.dumps(config.feature_columns),
+                                        "flywheel.pipeline": config.name})
+    return model
+
+
+def quantizable(model: onnx.ModelProto) -> bool:
+    """Whether dynamic INT8 quantization has anything to work on (MatMul/Gemm)."""
+    return any(node.op_type in QUANTIZABLE_OPS for node in model.graph.node)
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic INT8 quantization of the weights (activations scaled per call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+
+
+def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfig, out_dir: Path) -> dict[str, Any]:
+    """Export fp32 (and INT8 where it applies), check parity, keep what passed.
+
+    Args:
+        estimator: the fitted native pipeline.
+        holdout: rows to judge parity on (model inputs and the label).
+        config: the pipeline (features, threshold, parity limits).
+        out_dir: where ``model-fp32.onnx`` / ``model-int8.onnx`` and ``export.json`` go.
+
+    Returns:
+        ``variants``: per precision ``published``, ``path``, ``sha256``, ``parity`` or ``reason``;
+        ``opset``, ``input_schema``.
+
+    Raises:
+        ParityError: fp32 does not reproduce the native model; nothing is published.
+    """
+    import onnx
+
+    from mlflywheel.data.io import write_text_atomic
+    from mlflywheel.train.core import model_inputs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x = model_inputs(holdout, config)
+    y = holdout[config.data.label].to_numpy()
+    native = estimator.predict_proba(x)[:, 1]
+    threshold = config.gate.decision_threshold
+    variants: dict[str, Any] = {}
+
+    fp32_path = out_dir / "model-fp32.onnx"
+    onnx.save(export_sklearn(estimator, config), str(fp32_path))
+    fp32 = OnnxModel(fp32_path, providers=["CPUExecutionProvider"])
+    check = parity(native, fp32.predict_proba(x), y, threshold, config.export.fp32)
+    if not check.passed:
+        fp32_path.unlink()
+        raise ParityError(f"{config.name}: the fp32 ONNX export breaks parity on {len(x)} holdout rows: "
+                          + "; ".join(check.failures))
+    variants["fp32"] = {"published": True, "path": str(fp32_path), "sha256": fp32.sha256, "parity": asdict(check)}
+
+    graph = onnx.load(str(fp32_path))
+    if quantizable(graph):
+        int8_path = out_dir / "model-int8.onnx"
+        quantize_int8(fp32_path, int8_path)
+        int8 = OnnxModel(int8_path, providers=["CPUExecutionProvider"])
+        check8 = parity(native, int8.predict_proba(x), y, threshold, config.export.int8)
+        if check8.passed:
+            variants["int8"] = {"published": True, "path": str(int8_path), "sha256": int8.sha256,
+                                "parity": asdict(check8)}
+        else:
+            int8_path.unlink()
+            variants["int8"] = {"published": False, "reason": "parity: " + "; ".join(check8.failures),
+                                "parity": asdict(check8)}
+    else:
+        model_ops = sorted({n.op_type for n in graph.graph.node if n.domain == "ai.onnx.ml"} - {"Imputer", "OneHotEncoder", "Scaler"})
+        variants["int8"] = {"published": False,
+                            "reason": f"no MatMul/Gemm in the graph (model ops {model_ops}): INT8 has nothing to quantize"}
+    manifest = {"pipeline": config.name, "opset": config.export.opset, "input_schema": fp32.input_schema,
+                "holdout_rows": len(x), "variants": variants}
+    write_text_atomic(json.dumps(manifest, indent=2), out_dir / "export.json")
+    for name, variant in variants.items():
+        log.info("%s %s: %s", config.name, name, "published" if variant["published"] else variant["reason"])
+    return manifest

@@ -1,0 +1,190 @@
+"""ONNX export, INT8, parity and the one runtime, on small models trained here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from mlflywheel.config import ExportSpec, ParityLimits
+from mlflywheel.data.generate import generate_ctr_day
+from mlflywheel.errors import ConfigError, ModelIntegrityError, ParityError, SchemaMismatch
+from mlflywheel.export import export_sklearn, export_variants, parity
+from mlflywheel.runtime import OnnxModel, resolve_providers
+from mlflywheel.train.core import model_inputs
+from mlflywheel.train.sklearn import build
+
+pytestmark = pytest.mark.unit
+LOOSE = ParityLimits(max_abs_diff=1.0, min_decision_agreement=0.0, max_metric_delta=1.0)
+IMPOSSIBLE = ParityLimits(max_abs_diff=0.0, min_decision_agreement=1.0, max_metric_delta=0.0)
+
+
+@pytest.fixture(scope="module")
+def ctr_frame():
+    frame = pd.concat([generate_ctr_day(dt.date(2026, 5, 1) + dt.timedelta(days=i)) for i in range(3)],
+                      ignore_index=True)
+    # the view's features, made up for a self-contained model
+    rng = np.random.default_rng(0)
+    frame["clicked_count_1d"] = rng.integers(0, 20, len(frame))
+    frame["clicked_count_7d"] = rng.integers(0, 100, len(frame))
+    frame["clicked_mean_7d"] = np.where(rng.random(len(frame)) < 0.1, np.nan, rng.random(len(frame)) * 0.1)
+    frame["bid_price_mean_7d"] = frame["bid_price"] * 1.1
+    return frame
+
+
+@pytest.fixture(scope="module")
+def hgb(ctr_frame):
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.settings import project_root
+
+    config = load_pipeline(project_root() / "include" / "pipelines" / "ctr.yaml")
+    config = config.model_copy(update={"training": config.training.model_copy(
+        update={"trainer": "sklearn_hgb", "params": {"max_iter": 30}})})
+    estimator = build(config.training).fit(model_inputs(ctr_frame, config), ctr_frame["clicked"])
+    return config, estimator
+
+
+def _mlp(config, frame):
+    from sklearn.neural_network import MLPClassifier
+
+    estimator = build(config.training)
+    estimator.steps[-1] = ("model", MLPClassifier(hidden_layer_sizes=(32,), max_iter=50, random_state=0))
+    return estimator.fit(model_inputs(frame, config), frame["clicked"])
+
+
+def test_fp32_export_takes_raw_columns_and_matches_scikit_learn(hgb, ctr_frame, tmp_path):
+    config, estimator = hgb
+    manifest = export_variants(estimator, ctr_frame, config, tmp_path)
+    fp32 = manifest["variants"]["fp32"]
+    assert fp32["published"] and fp32["parity"]["max_abs_diff"] < 1e-4
+    assert manifest["input_schema"] == {**dict.fromkeys(config.training.categorical, "tensor(string)"),
+                                        **dict.fromkeys(config.training.numeric, "tensor(float)")}
+    assert manifest["variants"]["int8"] == {"published": False, "reason": manifest["variants"]["int8"]["reason"]}
+    assert "TreeEnsembleClassifier" in manifest["variants"]["int8"]["reason"]
+    assert json.loads((tmp_path / "export.json").read_text())["variants"]["fp32"]["sha256"] == fp32["sha256"]
+    model = OnnxModel(fp32["path"], expected_sha256=fp32["sha256"])
+    x = model_inputs(ctr_frame, config)
+    np.testing.assert_allclose(model.predict_proba(x), estimator.predict_proba(x)[:, 1], atol=1e-4)
+    assert model.provider == "CPUExecutionProvider"  # no GPU here: we report what we got
+
+
+def test_int8_published_only_within_parity(hgb, ctr_frame, tmp_path):
+    config, _ = hgb
+    mlp = _mlp(config, ctr_frame)
+    loose = config.model_copy(update={"export": ExportSpec(int8=LOOSE)})
+    published = export_variants(mlp, ctr_frame, loose, tmp_path / "loose")["variants"]["int8"]
+    assert published["published"] and (tmp_path / "loose" / "model-int8.onnx").is_file()
+    strict = config.model_copy(update={"export": ExportSpec(int8=IMPOSSIBLE)})
+    refused = export_variants(mlp, ctr_frame, strict, tmp_path / "strict")["variants"]["int8"]
+    assert not refused["published"] and refused["reason"].startswith("parity: ")
+    assert not (tmp_path / "strict" / "model-int8.onnx").exists()  # a variant that broke parity is not kept
+
+
+def test_fp32_that_breaks_parity_fails_with_numbers_and_leaves_nothing(hgb, ctr_frame, tmp_path):
+    config, estimator = hgb
+    strict = config.model_copy(update={"export": ExportSpec(fp32=IMPOSSIBLE)})
+    with pytest.raises(ParityError, match=r"max \|p_native - p_onnx\| = .* > 0"):
+        export_variants(estimator, ctr_frame, strict, tmp_path)
+    assert not (tmp_path / "model-fp32.onnx").exists()
+
+
+def test_parity_numbers():
+    y = np.array([0, 1, 0, 1])
+    native = np.array([0.1, 0.9, 0.2, 0.8])
+    result = parity(native, native + np.array([0, 0, 0.4, 0]), y, 0.5, ParityLimits(
+        max_abs_diff=0.1, min_decision_agreement=1.0, max_metric_delta=0.5))
+    assert result.max_abs_diff == pytest.approx(0.4) and result.decision_agreement == 0.75
+    assert [f.split()[0] for f in result.failures] == ["max", "decision"]
+
+
+@pytest.fixture
+def exported(hgb, tmp_path):
+    config, estimator = hgb
+    path = tmp_path / "m" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save(export_sklearn(estimator, config), str(path))
+    return path
+
+
+def test_hash_mismatch_and_truncation_are_refused(exported, tmp_path):
+    with pytest.raises(ModelIntegrityError, match="SHA-256 is .* records 00ff"):
+        OnnxModel(exported, expected_sha256="00ff")
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(exported.read_bytes()[:1000])
+    with pytest.raises(ModelIntegrityError, match="t.onnx"):
+        OnnxModel(truncated)
+    with pytest.raises(ModelIntegrityError, match="missing or empty"):
+        OnnxModel(tmp_path / "nope.onnx")
+
+
+def test_external_data_outside_the_model_folder_is_refused(exported):
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(exported))
+    weights = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    weights.data_location = TensorProto.EXTERNAL
+    entry = weights.external_data.add()
+    entry.key, entry.value = "location", "../escape.bin"
+    weights.ClearField("raw_data")
+    model.graph.initializer.append(weights)
+    evil = exported.parent / "evil.onnx"
+    evil.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelIntegrityError, match="reads external data from '../escape.bin', outside the model folder"):
+        OnnxModel(evil)
+
+
+def test_unknown_provider_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"unknown execution provider\(s\) \['CUDAProvider'\]"):
+        resolve_providers(["CUDAProvider", "CPUExecutionProvider"])
+    assert resolve_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[-1] == "CPUExecutionProvider"
+
+
+def test_bad_batches_name_the_column(exported, hgb, ctr_frame):
+    config, _ = hgb
+    model = OnnxModel(exported)
+    x = model_inputs(ctr_frame, config)
+    with pytest.raises(SchemaMismatch, match=r"batch lacks column\(s\) \['position'\]"):
+        model.predict_proba(x.drop(columns=["position"]))
+    with pytest.raises(SchemaMismatch, match="column 'position': expected a number, found dtype object"):
+        model.predict_proba(x.assign(position=x["position"].astype(str)))
+    with pytest.raises(SchemaMismatch, match="column 'device': expected strings, found dtype int64"):
+        model.predict_proba(x.assign(device=1))
+
+
+def test_unseen_categories_are_counted(exported, hgb, ctr_frame):
+    config, _ = hgb
+    model = OnnxModel(exported)
+    x = model_inputs(ctr_frame.head(10), config).assign(device=["smart-tv"] * 3 + ["ios"] * 7)
+    proba = model.predict_proba(x)
+    assert model.last_unseen == {"device": 3}
+    assert np.isfinite(proba).all()
+    model.predict_proba(model_inputs(ctr_frame.head(10), config))
+    assert model.last_unseen == {}
+
+
+def test_arrow_batches_and_io_binding_give_the_same_scores(tmp_path, ctr_frame):
+    import pyarrow as pa
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    columns = ["position", "bid_price"]  # numeric only: ORT cannot IO-bind string inputs
+    x = ctr_frame[columns].astype("float32")
+    pipe = Pipeline([("preprocess", ColumnTransformer([("n", "passthrough", columns)])),
+                     ("model", LogisticRegression())]).fit(x, ctr_frame["clicked"])
+    onx = to_onnx(pipe, initial_types=[(c, FloatTensorType([None, 1])) for c in columns],
+                  options={id(pipe): {"zipmap": False}})
+    path = tmp_path / "lr.onnx"
+    onnx.save(onx, str(path))
+    plain = OnnxModel(path)
+    assert plain.io_binding_min_rows is None  # CPU: off by default
+    bound = OnnxModel(path, io_binding_min_rows=1)
+    assert bound.io_binding_min_rows == 1
+    np.testing.assert_allclose(bound.predict_proba(pa.Table.from_pandas(x)), plain.predict_proba(x), rtol=1e-6)
+    np.testing.assert_allclose(plain.predict_proba(x), pipe.predict_proba(x)[:, 1], atol=1e-6)
