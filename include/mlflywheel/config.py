@@ -155,9 +155,9 @@ class ExportSpec(_Strict):
     """ONNX export: opset, parity limits per precision, execution-provider preference."""
 
     opset: Annotated[int, Field(ge=13, le=21)] = 17
-    # ORT's TreeEnsemble sums trees in float32: the shipped 200-tree HGB differs from
-    # scikit-learn by at most 2.4e-5 (p99.9 3.8e-7) on its holdout, hence 1e-4 by default.
-    fp32: ParityLimits = ParityLimits(max_abs_diff=1e-4, min_decision_agreement=0.9999, max_metric_delta=1e-4)
+    # Models train on float32 inputs (train.core.model_inputs), so fp32 ONNX reproduces them:
+    # the shipped fraud HGB differs by 8.2e-7 at most on its holdout (bench/onnx_vs_sklearn.py).
+    fp32: ParityLimits = ParityLimits(max_abs_diff=1e-5, min_decision_agreement=0.9999, max_metric_delta=1e-4)
     int8: ParityLimits = ParityLimits(max_abs_diff=0.05, min_decision_agreement=0.99, max_metric_delta=0.005)
     providers: list[str] = Field(default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
                                                           "CPUExecutionProvider"])

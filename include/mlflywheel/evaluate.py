@@ -214,7 +214,7 @@ def _champion_inputs(model_uri: str, holdout: pd.DataFrame, config: PipelineConf
     if missing:
         raise ValueError(f"champion inputs {missing} are not in this holdout")
     frame = holdout[list(names)]
-    return frame.astype({c: "float64" for c in frame.columns if frame[c].dtype.kind in "iuf"})
+    return frame.astype({c: "float32" for c in frame.columns if frame[c].dtype.kind in "iuf"})
 
 
 def evaluate_gate(config: PipelineConfig, ws: Workspace, *, run_id: str, model_uri: str,

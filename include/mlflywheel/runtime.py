@@ -135,6 +135,14 @@ class OnnxModel:
             raise SchemaMismatch(f"{self.path}: expected an output named {PROBABILITIES!r}, found {outputs}")
         meta = self.session.get_modelmeta().custom_metadata_map
         self.categories: dict[str, set[str]] = {k: set(v) for k, v in json.loads(meta.get(META_CATEGORIES, "{}")).items()}
+        import pandas as pd
+
+        self._category_index = {k: pd.Index(sorted(v)) for k, v in self.categories.items()}
+        unsupported = {n: t for n, t in self.inputs.items() if t not in ("tensor(string)", "tensor(float)")}
+        if unsupported:
+            raise SchemaMismatch(f"{self.path}: inputs must be tensor(string) or tensor(float), found {unsupported}")
+        self._strings = [n for n, t in self.inputs.items() if t == "tensor(string)"]
+        self._numbers = [n for n, t in self.inputs.items() if t == "tensor(float)"]
         on_gpu = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         bindable = all(t != "tensor(string)" for t in self.inputs.values())
         if io_binding_min_rows is None:
@@ -151,7 +159,11 @@ class OnnxModel:
         return dict(self.inputs)
 
     def feed(self, batch: Any) -> dict[str, np.ndarray]:
-        """Check ``batch`` against the inputs and build the ORT feed (also counts unseen categories)."""
+        """Check ``batch`` against the inputs and build the ORT feed (also counts unseen categories).
+
+        Works on numpy arrays column by column: pandas-level conversions cost more than the
+        model itself on a single row.
+        """
         import numpy as np
         import pandas as pd
 
@@ -160,24 +172,38 @@ class OnnxModel:
         if missing:
             raise SchemaMismatch(f"batch lacks column(s) {missing}; the model {self.path.name} expects "
                                  f"{list(self.inputs)}")
-        feed, unseen = {}, {}
-        for name, onnx_type in self.inputs.items():
+        feed: dict[str, np.ndarray] = {}
+        unseen: dict[str, int] = {}
+        for name in self._strings:
             column = frame[name]
-            if onnx_type == "tensor(string)":
-                if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)
-                        or isinstance(column.dtype, pd.CategoricalDtype)):
-                    raise SchemaMismatch(f"column {name!r}: expected strings, found dtype {column.dtype}")
-                values = column.astype(str).to_numpy(dtype=object)
-                if name in self.categories:
-                    count = int((~np.isin(values, list(self.categories[name]))).sum())
-                    if count:
-                        unseen[name] = count
-                feed[name] = values.reshape(-1, 1)
-            else:
-                if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
-                    raise SchemaMismatch(f"column {name!r}: expected a number, found dtype {column.dtype}")
-                dtype = np.float64 if onnx_type == "tensor(double)" else np.float32
-                feed[name] = column.to_numpy(dtype=dtype, na_value=np.nan).reshape(-1, 1)
+            dtype = column.dtype
+            if dtype.kind != "O" and not isinstance(dtype, (pd.StringDtype, pd.CategoricalDtype)):
+                raise SchemaMismatch(f"column {name!r}: expected strings, found dtype {dtype}")
+            values = column.to_numpy()
+            inferred = pd.api.types.infer_dtype(values, skipna=False)
+            if inferred in ("integer", "floating", "mixed-integer-float", "decimal", "boolean"):
+                raise SchemaMismatch(f"column {name!r}: expected strings, found {inferred} values")
+            if values.dtype != object or inferred != "string":
+                values = values.astype(str).astype(object)
+            known = self.categories.get(name)
+            if known is not None:
+                if len(values) <= 256:
+                    count = sum(1 for v in values if v not in known)
+                else:
+                    count = int((self._category_index[name].get_indexer(values) < 0).sum())
+                if count:
+                    unseen[name] = count
+            feed[name] = values.reshape(-1, 1)
+        for name in self._numbers:
+            column = frame[name]
+            dtype = column.dtype
+            if dtype.kind not in "iuf":
+                raise SchemaMismatch(f"column {name!r}: expected a number, found dtype {dtype}")
+            if isinstance(dtype, np.dtype):
+                values = column.to_numpy().astype(np.float32, copy=False)
+            else:  # pandas extension dtypes (nullable Int64, Float64): NA becomes NaN
+                values = column.to_numpy(dtype=np.float32, na_value=np.nan)
+            feed[name] = values.reshape(-1, 1)
         self.last_unseen = unseen
         if unseen:
             log.warning("%s: categories the model never saw (scored as 'unknown'): %s", self.path.name, unseen)

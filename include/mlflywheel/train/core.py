@@ -59,15 +59,18 @@ def holdout_split(frame: pd.DataFrame, config: PipelineConfig) -> tuple[pd.DataF
 
 
 def model_inputs(frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
-    """The model's input columns in a fixed order, numerics as float64.
+    """The model's input columns in a fixed order, numerics as float32.
 
-    Counts are integers in the data but missing for an entity with no feature row yet, so
-    the model (and its signature) take every numeric input as a double.
+    float32 is the input contract of the exported ONNX graph (and of GPUs); training on the
+    same precision puts every split threshold between float32-representable values, so the
+    export reproduces the native model instead of flipping splits where two float64 values
+    round to one float32. Integers become floats too: a count is missing for an entity
+    with no feature row yet.
     """
     missing = [c for c in config.feature_columns if c not in frame.columns]
     if missing:
         raise FeatureError(f"model inputs {missing} are not columns of the frame (has {sorted(frame.columns)})")
-    return frame[config.feature_columns].astype({c: "float64" for c in config.training.numeric})
+    return frame[config.feature_columns].astype({c: "float32" for c in config.training.numeric})
 
 
 def find_run(mlflow_client, experiment: str, key: str, digest: str):
