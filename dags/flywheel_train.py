@@ -11,6 +11,7 @@ Adding a model is adding a YAML (plus its Feast view and expectation suite), no 
 | `train` | fits the configured model, MLflow run with params, metrics, dataset, model | retries |
 | `evaluate_gate` | thresholds, fairness, output checks, no regression vs `@champion`; verdict JSON first | rejection skips what follows |
 | `register` | model version found by run key (never twice), alias `challenger` (first model: `champion`) | |
+| `export_quantize` | ONNX fp32 (+ INT8 where the graph has MatMul/Gemm), parity-checked, added to the version | fp32 off parity fails with the numbers |
 
 **Schedule**: nightly cron, or as soon as the drift monitor emits `flywheel://<pipeline>/drift`.
 **Manual runs**: set the training window and a note in the trigger form.
@@ -28,6 +29,7 @@ from mlflywheel.config import PipelineConfig, load_pipelines
 from mlflywheel.settings import Workspace
 from mlflywheel_airflow.operators import (
     EvaluateGateOperator,
+    ExportQuantizeOperator,
     MaterializeFeaturesOperator,
     RegisterModelOperator,
     TrainModelOperator,
@@ -48,6 +50,9 @@ TASK_DOCS = {
                      "checks. Writes the verdict to MLflow first; a rejection skips `register`.",
     "register": "Creates or finds the model version by its run key and sets `@challenger` "
                 "(and `@champion` for the first approved model).",
+    "export_quantize": "Exports the version to ONNX with preprocessing in the graph (fp32; INT8 where the graph "
+                       "has MatMul/Gemm), checks parity on the holdout and adds passing variants to the version "
+                       "(onnx flavor, hashes and parity as version tags).",
 }
 
 
@@ -92,7 +97,9 @@ def build_train_dag(config: PipelineConfig) -> DAG:
                                     mlflow_conn_id=MLFLOW_CONN_ID, **common)
         register = RegisterModelOperator(task_id="register", doc_md=TASK_DOCS["register"], verdict=gate.output,
                                          mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        validate >> materialize >> train >> gate >> register
+        export = ExportQuantizeOperator(task_id="export_quantize", doc_md=TASK_DOCS["export_quantize"],
+                                        registered=register.output, mlflow_conn_id=MLFLOW_CONN_ID, **common)
+        validate >> materialize >> train >> gate >> register >> export
     return dag
 
 

@@ -189,3 +189,107 @@ def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfi
     for name, variant in variants.items():
         log.info("%s %s: %s", config.name, name, "published" if variant["published"] else variant["reason"])
     return manifest
+
+
+TAG_ONNX = "flywheel.onnx"
+
+
+def _model_id(version: Any) -> str:
+    model_id = getattr(version, "model_id", None)
+    if model_id:
+        return model_id
+    if str(version.source).startswith("models:/m-"):
+        return str(version.source).removeprefix("models:/")
+    raise ParityError(f"model version {version.name} v{version.version} has no logged model (source {version.source})")
+
+
+def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: str = "skip") -> dict[str, Any]:
+    """The ``export_quantize`` step for one registered version.
+
+    Exports the version's native model, checks parity on its snapshot's holdout, and adds
+    the passing variants to the version's own logged model (files under ``onnx/`` and an
+    ``onnx`` flavor in its MLmodel), so ``mlflow.onnx.load_model("models:/<name>@<alias>")``
+    returns the ONNX graph. Hashes, opset, input schema and parity numbers become version
+    tags. A version that already carries them is left as it is (``if_exists="skip"``).
+    """
+    import tempfile
+
+    import mlflow
+    import onnx
+    from mlflow.models import Model
+
+    from mlflywheel import tracking
+    from mlflywheel.train.core import holdout_split, load_snapshot
+
+    if if_exists not in ("skip", "replace"):
+        raise ValueError(f"if_exists must be 'skip' or 'replace', got {if_exists!r}")
+    name = config.model_name
+    with tracking.active(ws):
+        client = tracking.client(ws)
+        mv = client.get_model_version(name, version)
+        if mv.tags.get(f"{TAG_ONNX}.fp32.sha256") and if_exists == "skip":
+            log.info("%s v%s already carries its ONNX variants: skipped", name, version)
+            return {"name": name, "version": version, "reused": True, **_tag_summary(mv.tags)}
+        digest = mv.tags.get(tracking.TAG_DIGEST)
+        snapshot = ws.snapshots_dir / config.name / str(digest) / "frame.parquet"
+        _, holdout = holdout_split(load_snapshot(str(snapshot), digest), config)
+        estimator = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        with tempfile.TemporaryDirectory() as tmp:
+            upload = Path(tmp) / "upload"
+            manifest = export_variants(estimator, holdout, config, upload / "onnx")
+            mlmodel = Model.load(f"models:/{name}/{version}")
+            mlmodel.add_flavor("onnx", onnx_version=onnx.__version__, data="onnx/model-fp32.onnx",
+                               providers=list(config.export.providers), onnx_session_options=None, code=None)
+            mlmodel.save(str(upload / "MLmodel"))
+            client.log_model_artifacts(_model_id(mv), str(upload))
+        tags = {f"{TAG_ONNX}.opset": str(manifest["opset"]),
+                f"{TAG_ONNX}.input_schema": json.dumps(manifest["input_schema"])}
+        for precision, variant in manifest["variants"].items():
+            prefix = f"{TAG_ONNX}.{precision}"
+            tags[f"{prefix}.published"] = str(variant["published"]).lower()
+            if variant["published"]:
+                tags[f"{prefix}.sha256"] = variant["sha256"]
+                tags[f"{prefix}.path"] = f"onnx/{Path(variant['path']).name}"
+            else:
+                tags[f"{prefix}.reason"] = variant["reason"][:4900]
+            if "parity" in variant:
+                p = variant["parity"]
+                tags[f"{prefix}.parity"] = json.dumps({k: p[k] for k in ("max_abs_diff", "decision_agreement",
+                                                                         "metric_delta")})
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+    return {"name": name, "version": version, "reused": False, **_tag_summary(tags)}
+
+
+def _tag_summary(tags: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"variants": {}}
+    for precision in ("fp32", "int8"):
+        prefix = f"{TAG_ONNX}.{precision}"
+        if f"{prefix}.published" in tags:
+            out["variants"][precision] = {
+                "published": tags[f"{prefix}.published"] == "true", "sha256": tags.get(f"{prefix}.sha256"),
+                "path": tags.get(f"{prefix}.path"), "reason": tags.get(f"{prefix}.reason"),
+                "parity": json.loads(tags[f"{prefix}.parity"]) if f"{prefix}.parity" in tags else None}
+    out["opset"] = int(tags.get(f"{TAG_ONNX}.opset", 0))
+    return out
+
+
+def load_version(ws: Any, name: str, version: str, *, precision: str = "fp32", **options: Any) -> OnnxModel:
+    """An :class:`OnnxModel` for a registered version's published variant, hash-checked."""
+    import tempfile
+
+    import mlflow
+
+    from mlflywheel import tracking
+
+    client = tracking.client(ws)
+    mv = client.get_model_version(name, version)
+    prefix = f"{TAG_ONNX}.{precision}"
+    if mv.tags.get(f"{prefix}.published") != "true":
+        raise ParityError(f"{name} v{version} has no published {precision} ONNX variant "
+                          f"({mv.tags.get(f'{prefix}.reason', 'not exported yet')})")
+    location = client.get_logged_model(_model_id(mv)).artifact_location.rstrip("/")
+    with tracking.active(ws):
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{mv.tags[f'{prefix}.path']}",
+                                                   dst_path=tempfile.mkdtemp(prefix="flywheel-onnx-"))
+    return OnnxModel(path, expected_sha256=mv.tags[f"{prefix}.sha256"], **options)

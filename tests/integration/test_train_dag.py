@@ -76,8 +76,8 @@ def test_first_run_registers_a_champion(fraud):
     ws, config, (state, states), _ = fraud
     assert state == "success", states
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the workspace's store did not leak
-    assert states == dict.fromkeys(["validate", "feature_materialize", "train", "evaluate_gate", "register"],
-                                   "success")
+    assert states == dict.fromkeys(["validate", "feature_materialize", "train", "evaluate_gate", "register",
+                                    "export_quantize"], "success")
     (version,) = _versions(ws, config)
     client = tracking.client(ws)
     mv = client.get_model_version(config.model_name, version.version)
@@ -102,6 +102,18 @@ def test_first_run_registers_a_champion(fraud):
     assert verdict["decision"] == "approved" and verdict["champion"] is None
     assert {c["name"] for c in verdict["checks"]} >= {"threshold.roc_auc.min", "output.no_nan",
                                                       "fairness.demographic_parity_difference"}
+    # export_quantize: the version carries its ONNX graph, runnable through the registry alias
+    assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
+    assert mv.tags["flywheel.onnx.int8.published"] == "false"
+    from mlflywheel.export import load_version
+
+    model = load_version(ws, config.model_name, mv.version)
+    assert model.sha256 == mv.tags["flywheel.onnx.fp32.sha256"]
+    with tracking.active(ws):
+        import mlflow
+
+        graph = mlflow.onnx.load_model(f"models:/{config.model_name}@champion")
+    assert [i.name for i in graph.graph.input] == config.feature_columns
 
 
 def test_rerun_of_the_same_interval_makes_no_new_version(fraud):
@@ -126,7 +138,8 @@ def test_bad_landing_data_stops_before_training_and_keeps_the_champion(fraud):
     state, states = _run(config, LOGICAL + dt.timedelta(days=1))
     assert state == "failed"
     assert states["validate"] == "failed"
-    assert {states[t] for t in ("feature_materialize", "train", "evaluate_gate", "register")} == {"upstream_failed"}
+    assert {states[t] for t in ("feature_materialize", "train", "evaluate_gate", "register", "export_quantize")} == {
+        "upstream_failed"}
     assert len(_versions(ws, config)) == 1
     assert tracking.client(ws).get_model_version_by_alias(config.model_name, "champion").version == champion_before
     result = json.loads((ws.reports_dir / config.name / "validation" / "2026-06-02_2026-06-02.json").read_text())
@@ -150,7 +163,7 @@ def test_gate_rejection_is_a_decision_that_skips_register(strict_fraud):
     ws, config, (state, states) = strict_fraud
     assert state == "success"
     assert states["evaluate_gate"] == "success"
-    assert states["register"] == "skipped"
+    assert states["register"] == states["export_quantize"] == "skipped"
     client = tracking.client(ws)
     assert client.search_model_versions(f"name = '{config.model_name}'") == []
     experiment = client.get_experiment_by_name(f"flywheel/{config.name}")

@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from mlflywheel.errors import DataNotFound, DataValidationError, GateMisconfigured
 from mlflywheel_airflow.operators import (
     EvaluateGateOperator,
+    ExportQuantizeOperator,
     MaterializeFeaturesOperator,
     RegisterModelOperator,
     TrainModelOperator,
@@ -43,6 +44,7 @@ OPERATORS = [
     (TrainModelOperator, {"features": {"run_key": "k", "snapshot": {}}, "note": "{{ params.note }}"}),
     (EvaluateGateOperator, {"training": TRAINED}),
     (RegisterModelOperator, {"verdict": VERDICT}),
+    (ExportQuantizeOperator, {"registered": {"name": "fraud_detector", "version": "1"}}),
 ]
 
 
@@ -213,3 +215,21 @@ def test_register_passes_the_run_key():
         op.execute({})
     assert core.call_args.kwargs == {"run_id": "r1", "model_uri": "models:/m-1", "run_key": "fraud/k",
                                      "if_exists": "skip"}
+
+
+def test_export_calls_the_core_for_the_registered_version():
+    op = _rendered(ExportQuantizeOperator(task_id="export_quantize", pipeline="fraud",
+                                          registered={"name": "fraud_detector", "version": 3}))
+    with mock.patch("mlflywheel.export.export_version", return_value={"variants": {}}) as core:
+        op.execute({})
+    assert core.call_args.kwargs == {"version": "3", "if_exists": "skip"}
+
+
+def test_export_parity_failure_fails_without_retry():
+    from mlflywheel.errors import ParityError
+
+    op = _rendered(ExportQuantizeOperator(task_id="export_quantize", pipeline="fraud",
+                                          registered={"name": "fraud_detector", "version": "3"}))
+    with mock.patch("mlflywheel.export.export_version", side_effect=ParityError("max diff 0.006 > 1e-05")), \
+            pytest.raises(AirflowFailException, match="ParityError: max diff 0.006"):
+        op.execute({})

@@ -6,7 +6,8 @@ from mlflywheel_airflow.operators.mlflow import (
            RegisterModelOperator,
            TrainModelOperator,
 )
+from mlflywheel_airflow.operators.onnx import ExportQuantizeOperator
 from mlflywheel_airflow.operators.validation import ValidateDataOperator
 
-__all__ = ["EvaluateGateOperator", "MaterializeFeaturesOperator", "RegisterModelOperator",
+__all__ = ["EvaluateGateOperator", "ExportQuantizeOperator", "MaterializeFeaturesOperator", "RegisterModelOperator",
            "TrainModelOperator", "ValidateDataOperator"]
