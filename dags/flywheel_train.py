@@ -12,6 +12,7 @@ Adding a model is adding a YAML (plus its Feast view and expectation suite), no 
 | `evaluate_gate` | thresholds, fairness, output checks, no regression vs `@champion`; verdict JSON first | rejection skips what follows |
 | `register` | model version found by run key (never twice), alias `challenger` (first model: `champion`) | |
 | `export_quantize` | ONNX fp32 (+ INT8 where the graph has MatMul/Gemm), parity-checked, added to the version | fp32 off parity fails with the numbers |
+| `benchmark` | ONNX variants vs the native model (latency p50/p95/p99, rows/s by batch), SLA, variant to serve | an SLA miss skips what follows |
 
 **Schedule**: nightly cron, or as soon as the drift monitor emits `flywheel://<pipeline>/drift`.
 **Manual runs**: set the training window and a note in the trigger form.
@@ -28,6 +29,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, P
 from mlflywheel.config import PipelineConfig, load_pipelines
 from mlflywheel.settings import Workspace
 from mlflywheel_airflow.operators import (
+    BenchmarkOperator,
     EvaluateGateOperator,
     ExportQuantizeOperator,
     MaterializeFeaturesOperator,
@@ -53,6 +55,8 @@ TASK_DOCS = {
     "export_quantize": "Exports the version to ONNX with preprocessing in the graph (fp32; INT8 where the graph "
                        "has MatMul/Gemm), checks parity on the holdout and adds passing variants to the version "
                        "(onnx flavor, hashes and parity as version tags).",
+    "benchmark": "Measures the ONNX variants on each available provider next to the native model, checks the "
+                 "SLA on the serving provider and records the variant to serve; chart and table in MLflow.",
 }
 
 
@@ -99,7 +103,9 @@ def build_train_dag(config: PipelineConfig) -> DAG:
                                          mlflow_conn_id=MLFLOW_CONN_ID, **common)
         export = ExportQuantizeOperator(task_id="export_quantize", doc_md=TASK_DOCS["export_quantize"],
                                         registered=register.output, mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        validate >> materialize >> train >> gate >> register >> export
+        benchmark = BenchmarkOperator(task_id="benchmark", doc_md=TASK_DOCS["benchmark"], exported=export.output,
+                                      mlflow_conn_id=MLFLOW_CONN_ID, **common)
+        validate >> materialize >> train >> gate >> register >> export >> benchmark
     return dag
 
 

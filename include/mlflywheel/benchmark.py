@@ -112,3 +112,103 @@ def chart(results: list[Measurement], path: Path, title: str) -> Path:
 
 def as_dicts(results: list[Measurement]) -> list[dict[str, Any]]:
     return [asdict(m) for m in results]
+
+
+def sla_failures(results: list[Measurement], variant: str, sla: Any) -> list[str]:
+    """What ``variant`` misses of the SLA (empty: it meets it)."""
+    by_size = {m.batch_size: m for m in results if m.variant == variant}
+    failures = []
+    single = by_size.get(1)
+    if single is None:
+        failures.append("single-row latency was not measured")
+    elif single.p99_ms > sla.single_row_p99_ms:
+        failures.append(f"single-row p99 {single.p99_ms:.3f} ms > {sla.single_row_p99_ms} ms")
+    for size, floor in sorted(sla.min_rows_per_s.items()):
+        got = by_size.get(size)
+        if got is None or got.rows_per_s < floor:
+            failures.append(f"throughput at batch {size}: {got.rows_per_s if got else 0:,.0f} rows/s < {floor:,.0f}")
+    return failures
+
+
+def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "skip") -> dict[str, Any]:
+    """The ``benchmark`` step: published ONNX variants and the native model, side by side.
+
+    Every published precision runs on every available provider of the export preference
+    (CPU always, CUDA/TensorRT where a GPU is present) through :class:`OnnxModel` with one
+    intra-op thread (how the server runs), next to the native model at the same batch
+    sizes. The SLA is checked on the serving provider; the variant to serve is the fastest
+    single-row p99 among those meeting it. The verdict is written (file, MLflow artifact,
+    version tags) before it is returned.
+    """
+    import json
+    import tempfile
+
+    import mlflow
+
+    from mlflywheel import tracking
+    from mlflywheel.data.io import write_text_atomic
+    from mlflywheel.errors import GateMisconfigured
+    from mlflywheel.export import load_version
+    from mlflywheel.runtime import resolve_providers
+    from mlflywheel.train.core import holdout_split, load_snapshot, model_inputs
+
+    spec = config.benchmark
+    if spec.sla is None:
+        raise GateMisconfigured(f"{config.name}: benchmark.sla is not configured; the benchmark gate refuses to pass "
+                                "a model against no SLA")
+    name = config.model_name
+    client = tracking.client(ws)
+    mv = client.get_model_version(name, version)
+    if mv.tags.get("flywheel.benchmark.decision") and if_exists == "skip":
+        return {"name": name, "version": version, "reused": True, "decision": mv.tags["flywheel.benchmark.decision"],
+                "serve_variant": mv.tags.get("flywheel.serve_variant"),
+                "reasons": mv.tags.get("flywheel.benchmark.reasons", "")}
+    digest = mv.tags.get(tracking.TAG_DIGEST)
+    _, holdout = holdout_split(load_snapshot(str(ws.snapshots_dir / config.name / str(digest) / "frame.parquet"),
+                                             digest), config)
+    frame = model_inputs(holdout, config)
+    providers = resolve_providers(config.export.providers)
+    variants: dict[str, Scorer] = {}
+    with tracking.active(ws):
+        native = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    variants["native"] = lambda batch: native.predict_proba(batch)
+    for precision in ("fp32", "int8"):
+        if mv.tags.get(f"flywheel.onnx.{precision}.published") != "true":
+            continue
+        for provider in providers:
+            model = load_version(ws, name, version, precision=precision, providers=[provider], intra_op_threads=1)
+            if model.provider == provider:
+                variants[f"onnx-{precision}@{provider.removesuffix('ExecutionProvider')}"] = model.predict_proba
+    results = run(variants, frame, spec.batch_sizes, single_row_seconds=2 * spec.seconds_per_point,
+                  batch_seconds=spec.seconds_per_point)
+    serving = spec.serving_provider.removesuffix("ExecutionProvider")
+    candidates = {v: sla_failures(results, v, spec.sla) for v in variants if v.endswith(f"@{serving}")}
+    passing = [v for v, failures in candidates.items() if not failures]
+    p99 = {m.variant: m.p99_ms for m in results if m.batch_size == 1}
+    chosen = min(passing, key=lambda v: p99[v]) if passing else None
+    reasons = [] if chosen else (
+        [f"{v}: {'; '.join(f)}" for v, f in candidates.items()] or [f"no published ONNX variant runs on {serving}"])
+    verdict = {"pipeline": config.name, "model_name": name, "version": version,
+               "decision": "approved" if chosen else "rejected", "serve_variant": chosen, "reasons": reasons,
+               "sla": spec.sla.model_dump(), "serving_provider": spec.serving_provider, "providers": providers,
+               "sla_checks": candidates, "results": as_dicts(results), "rows": len(frame)}
+    path = ws.reports_dir / config.name / "benchmark" / f"{name}-v{version}.json"
+    write_text_atomic(json.dumps(verdict, indent=2), path)
+    run_id = mv.run_id
+    client.log_text(run_id, json.dumps(verdict, indent=2), "benchmark/verdict.json")
+    client.log_text(run_id, table(results), "benchmark/table.md")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = chart(results, Path(tmp) / "latency.png", f"{name} v{version}: latency and throughput by batch size")
+        client.log_artifact(run_id, str(png), "benchmark")
+    for m in results:
+        key = f"bench.{m.variant.replace('@', '.')}.b{m.batch_size}"
+        client.log_metric(run_id, f"{key}.p99_ms", m.p99_ms)
+        client.log_metric(run_id, f"{key}.rows_per_s", m.rows_per_s)
+    client.set_model_version_tag(name, version, "flywheel.benchmark.decision", verdict["decision"])
+    client.set_model_version_tag(name, version, "flywheel.benchmark.reasons", "; ".join(reasons)[:4900])
+    if chosen:
+        client.set_model_version_tag(name, version, "flywheel.serve_variant", chosen)
+    return {"name": name, "version": version, "reused": False, "decision": verdict["decision"],
+            "serve_variant": chosen, "reasons": reasons, "verdict_path": str(path), "run_id": run_id,
+            "experiment_id": client.get_run(run_id).info.experiment_id,
+            "single_row_p99_ms": p99}

@@ -163,6 +163,29 @@ class ExportSpec(_Strict):
                                                           "CPUExecutionProvider"])
 
 
+class SlaSpec(_Strict):
+    """What the serving variant must reach on the serving provider."""
+
+    single_row_p99_ms: Annotated[float, Field(gt=0)]
+    min_rows_per_s: dict[int, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="batch size -> throughput floor")
+
+
+class BenchmarkSpec(_Strict):
+    batch_sizes: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default_factory=lambda: [1, 32, 1024, 65536])
+    serving_provider: str = "CPUExecutionProvider"
+    seconds_per_point: Annotated[float, Field(gt=0, le=60)] = 1.0
+    sla: SlaSpec | None = Field(default=None, description="required: no SLA means the benchmark gate fails closed")
+
+    @model_validator(mode="after")
+    def _sla_batches_measured(self) -> BenchmarkSpec:
+        if self.sla is not None:
+            missing = sorted(set(self.sla.min_rows_per_s) - set(self.batch_sizes))
+            if missing:
+                raise ValueError(f"sla.min_rows_per_s names batch sizes {missing} that batch_sizes does not measure")
+        return self
+
+
 class RegistrySpec(_Strict):
     model_name: str | None = Field(default=None, description="registered model name (default: the pipeline name)")
 
@@ -181,6 +204,7 @@ class PipelineConfig(_Strict):
     gate: GateSpec
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
 
     @field_validator("tags")
     @classmethod

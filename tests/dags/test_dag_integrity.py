@@ -10,7 +10,7 @@ from mlflywheel.config import APPROVED_TAGS, load_pipelines
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = load_pipelines(ROOT / "include" / "pipelines")
-TASKS = ["validate", "feature_materialize", "train", "evaluate_gate", "register", "export_quantize"]
+TASKS = ["validate", "feature_materialize", "train", "evaluate_gate", "register", "export_quantize", "benchmark"]
 pytestmark = pytest.mark.dags
 
 

@@ -77,7 +77,7 @@ def test_first_run_registers_a_champion(fraud):
     assert state == "success", states
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the workspace's store did not leak
     assert states == dict.fromkeys(["validate", "feature_materialize", "train", "evaluate_gate", "register",
-                                    "export_quantize"], "success")
+                                    "export_quantize", "benchmark"], "success")
     (version,) = _versions(ws, config)
     client = tracking.client(ws)
     mv = client.get_model_version(config.model_name, version.version)
@@ -114,6 +114,14 @@ def test_first_run_registers_a_champion(fraud):
 
         graph = mlflow.onnx.load_model(f"models:/{config.model_name}@champion")
     assert [i.name for i in graph.graph.input] == config.feature_columns
+    # benchmark: SLA verdict on the version, artifacts on the run
+    assert mv.tags["flywheel.benchmark.decision"] == "approved"
+    assert mv.tags["flywheel.serve_variant"] == "onnx-fp32@CPU"
+    artifacts = {a.path for a in client.list_artifacts(mv.run_id, "benchmark")}
+    assert artifacts == {"benchmark/verdict.json", "benchmark/table.md", "benchmark/latency.png"}
+    bench = json.loads(Path(client.download_artifacts(mv.run_id, "benchmark/verdict.json")).read_text())
+    assert {r["variant"] for r in bench["results"]} == {"native", "onnx-fp32@CPU"}
+    assert {r["batch_size"] for r in bench["results"]} == {1, 32, 1024, 65536}
 
 
 def test_rerun_of_the_same_interval_makes_no_new_version(fraud):
@@ -138,7 +146,8 @@ def test_bad_landing_data_stops_before_training_and_keeps_the_champion(fraud):
     state, states = _run(config, LOGICAL + dt.timedelta(days=1))
     assert state == "failed"
     assert states["validate"] == "failed"
-    assert {states[t] for t in ("feature_materialize", "train", "evaluate_gate", "register", "export_quantize")} == {
+    assert {states[t] for t in ("feature_materialize", "train", "evaluate_gate", "register", "export_quantize",
+                                 "benchmark")} == {
         "upstream_failed"}
     assert len(_versions(ws, config)) == 1
     assert tracking.client(ws).get_model_version_by_alias(config.model_name, "champion").version == champion_before
@@ -163,7 +172,7 @@ def test_gate_rejection_is_a_decision_that_skips_register(strict_fraud):
     ws, config, (state, states) = strict_fraud
     assert state == "success"
     assert states["evaluate_gate"] == "success"
-    assert states["register"] == states["export_quantize"] == "skipped"
+    assert states["register"] == states["export_quantize"] == states["benchmark"] == "skipped"
     client = tracking.client(ws)
     assert client.search_model_versions(f"name = '{config.model_name}'") == []
     experiment = client.get_experiment_by_name(f"flywheel/{config.name}")

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from mlflywheel.errors import DataNotFound, DataValidationError, GateMisconfigured
 from mlflywheel_airflow.operators import (
+    BenchmarkOperator,
     EvaluateGateOperator,
     ExportQuantizeOperator,
     MaterializeFeaturesOperator,
@@ -45,6 +46,7 @@ OPERATORS = [
     (EvaluateGateOperator, {"training": TRAINED}),
     (RegisterModelOperator, {"verdict": VERDICT}),
     (ExportQuantizeOperator, {"registered": {"name": "fraud_detector", "version": "1"}}),
+    (BenchmarkOperator, {"exported": {"name": "fraud_detector", "version": "1"}}),
 ]
 
 
@@ -233,3 +235,19 @@ def test_export_parity_failure_fails_without_retry():
     with mock.patch("mlflywheel.export.export_version", side_effect=ParityError("max diff 0.006 > 1e-05")), \
             pytest.raises(AirflowFailException, match="ParityError: max diff 0.006"):
         op.execute({})
+
+
+@pytest.mark.parametrize(("decision", "skips"), [("rejected", True), ("approved", False)])
+def test_benchmark_rejection_skips_downstream(decision, skips):
+    with DAG("b", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        bench = BenchmarkOperator(task_id="benchmark", pipeline="fraud", exported={"name": "m", "version": "2"})
+        after = ExportQuantizeOperator(task_id="deploy", pipeline="fraud", registered={})
+        bench >> after
+    _rendered(bench)
+    verdict = {"decision": decision, "reasons": ["onnx-fp32@CPU: single-row p99 12 ms > 10 ms"],
+               "serve_variant": None if skips else "onnx-fp32@CPU"}
+    with mock.patch("mlflywheel.benchmark.benchmark_version", return_value=verdict) as core, \
+            mock.patch.object(BenchmarkOperator, "skip") as skip:
+        assert bench.execute({"task": bench, "ti": mock.Mock()}) == verdict
+    assert core.call_args.kwargs == {"version": "2", "if_exists": "skip"}
+    assert skip.called is skips

@@ -6,8 +6,8 @@ from mlflywheel_airflow.operators.mlflow import (
            RegisterModelOperator,
            TrainModelOperator,
 )
-from mlflywheel_airflow.operators.onnx import ExportQuantizeOperator
+from mlflywheel_airflow.operators.onnx import BenchmarkOperator, ExportQuantizeOperator
 from mlflywheel_airflow.operators.validation import ValidateDataOperator
 
-__all__ = ["EvaluateGateOperator", "ExportQuantizeOperator", "MaterializeFeaturesOperator", "RegisterModelOperator",
+__all__ = ["BenchmarkOperator", "EvaluateGateOperator", "ExportQuantizeOperator", "MaterializeFeaturesOperator", "RegisterModelOperator",
            "TrainModelOperator", "ValidateDataOperator"]

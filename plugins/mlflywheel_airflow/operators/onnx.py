@@ -1,10 +1,13 @@
-"""ONNX operators: export_quantize."""
+"""ONNX operators: export_quantize and benchmark."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow.sdk import SkipMixin
+
+from mlflywheel_airflow.links import MlflowRunLink
 from mlflywheel_airflow.operators._base import PipelineOperator
 from mlflywheel_airflow.operators.mlflow import _MlflowOperator, _require
 
@@ -42,3 +45,47 @@ class ExportQuantizeOperator(_MlflowOperator):
         registered = _require(self.registered, ("name", "version"), "registered")
         return self.call_core(export_version, self.config, self.hook.workspace(), version=str(registered["version"]),
                               if_exists=self.if_exists)
+
+
+class BenchmarkOperator(_MlflowOperator, SkipMixin):
+    """Benchmark the version's ONNX variants against its native model and check the SLA.
+
+    The verdict (all measurements, SLA checks, chosen variant) is written first, to a file,
+    the MLflow run (with a table and a PNG chart) and version tags. An SLA miss is a
+    decision: this task succeeds and the deploy steps after it are skipped. A pipeline with
+    no SLA configured fails without retries.
+
+    :param exported: the ``export_quantize`` result, ``name`` and ``version``; pass
+        ``export.output`` (templated)
+    :param if_exists: the version was already benchmarked: ``skip`` keeps that verdict,
+        ``replace`` measures again
+    :param mlflow_conn_id: MLflow connection (absent means the embedded store)
+    """
+
+    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "exported")
+    operator_extra_links = (MlflowRunLink(),)
+    ui_color = "#fcf3cf"
+
+    def __init__(self, *, exported: Any, if_exists: Literal["skip", "replace"] = "skip", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if if_exists not in ("skip", "replace"):
+            raise ValueError(f"if_exists must be 'skip' or 'replace', got {if_exists!r}")
+        self.exported = exported
+        self.if_exists = if_exists
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlflywheel.benchmark import benchmark_version
+
+        exported = _require(self.exported, ("name", "version"), "exported")
+        verdict = self.call_core(benchmark_version, self.config, self.hook.workspace(),
+                                 version=str(exported["version"]), if_exists=self.if_exists)
+        if verdict["decision"] != "approved":
+            self.log.warning("benchmark REJECTED %s v%s:\n  - %s", exported["name"], exported["version"],
+                             "\n  - ".join(verdict["reasons"]))
+            downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
+            if downstream:
+                self.skip(ti=context["ti"], tasks=downstream)
+        else:
+            self.log.info("benchmark approved %s v%s: serve %s", exported["name"], exported["version"],
+                          verdict["serve_variant"])
+        return verdict
