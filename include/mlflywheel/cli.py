@@ -180,6 +180,19 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_infer(args: argparse.Namespace) -> int:
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.infer import GPU_FIRST, score_parquet
+
+    ws = Workspace.from_env()
+    config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
+    providers = ("CPUExecutionProvider",) if args.cpu else GPU_FIRST
+    summary = score_parquet(config, ws, alias=args.alias, input_path=args.input, output_path=args.output,
+                            batch_size=args.batch_size, providers=providers)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     ws = Workspace.from_env().ensure()
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
@@ -218,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--pipeline", default="fraud")
     summary.add_argument("--end", help="interval end (default: today 00:00 UTC)")
     summary.set_defaults(func=cmd_summary)
+
+    infer = sub.add_parser("infer", help="score a Parquet file with a registered alias (GPU when present)")
+    infer.add_argument("--pipeline", default="fraud")
+    infer.add_argument("--alias", default="champion")
+    infer.add_argument("--input", required=True)
+    infer.add_argument("--output", required=True)
+    infer.add_argument("--batch-size", type=int, default=65536)
+    infer.add_argument("--cpu", action="store_true", help="do not try a GPU")
+    infer.set_defaults(func=cmd_infer)
 
     env = sub.add_parser("env", help="print the environment for running airflow/mlflow on this workspace")
     env.set_defaults(func=cmd_env)

@@ -193,3 +193,32 @@ def test_second_dataset_runs_through_the_same_factory(tmp_path_factory, airflow_
         run = client.get_run(version.run_id)
         assert run.data.params["trainer"] == "sklearn_logreg"
         assert run.data.params["label"] == "clicked"
+
+
+def test_inference_scores_with_the_alias_on_cpu_without_failing(fraud, tmp_path):
+    import pandas as pd
+
+    from mlflywheel.errors import RegistryError, SchemaMismatch
+    from mlflywheel.export import load_version
+    from mlflywheel.infer import score_parquet
+    from mlflywheel.registry import alias_version
+
+    ws, config, _, _ = fraud
+    (snapshot,) = ws.snapshots_dir.joinpath(config.name).glob("*/frame.parquet")
+    out = tmp_path / "scores.parquet"
+    summary = score_parquet(config, ws, alias="champion", input_path=snapshot, output_path=out, batch_size=5000)
+    scored = pd.read_parquet(out)
+    frame = pd.read_parquet(snapshot)
+    assert summary["rows"] == len(scored) == len(frame)
+    assert summary["provider"] == "CPUExecutionProvider"  # asked for CUDA first: no GPU here, no failure
+    champion = str(alias_version(tracking.client(ws), config.model_name, "champion").version)
+    assert set(scored["model_version"]) == {champion}
+    expected = load_version(ws, config.model_name, champion).predict_proba(frame)
+    assert (scored["transaction_id"] == frame["transaction_id"]).all()
+    assert abs(scored["score"].to_numpy() - expected).max() < 1e-6
+    landing = partition_path(config, ws, LAST_DAY)
+    with pytest.raises(SchemaMismatch, match=r"lacks model input column\(s\) \['amount_count_1d'"):
+        score_parquet(config, ws, alias="champion", input_path=landing, output_path=tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()
+    with pytest.raises(RegistryError, match="fraud_detector@nope does not exist"):
+        score_parquet(config, ws, alias="nope", input_path=snapshot, output_path=tmp_path / "x.parquet")

@@ -18,6 +18,7 @@ from mlflywheel_airflow.operators import (
     EvaluateGateOperator,
     ExportQuantizeOperator,
     MaterializeFeaturesOperator,
+    OnnxInferenceOperator,
     RegisterModelOperator,
     TrainModelOperator,
     ValidateDataOperator,
@@ -47,6 +48,8 @@ OPERATORS = [
     (RegisterModelOperator, {"verdict": VERDICT}),
     (ExportQuantizeOperator, {"registered": {"name": "fraud_detector", "version": "1"}}),
     (BenchmarkOperator, {"exported": {"name": "fraud_detector", "version": "1"}}),
+    (OnnxInferenceOperator, {"input_path": "{{ ds }}.parquet", "output_path": "out/{{ ds }}.parquet",
+                             "alias": "{{ params.alias }}"}),
 ]
 
 

@@ -6,8 +6,13 @@ from mlflywheel_airflow.operators.mlflow import (
            RegisterModelOperator,
            TrainModelOperator,
 )
-from mlflywheel_airflow.operators.onnx import BenchmarkOperator, ExportQuantizeOperator
+from mlflywheel_airflow.operators.onnx import (
+           BenchmarkOperator,
+           ExportQuantizeOperator,
+           OnnxInferenceOperator,
+)
 from mlflywheel_airflow.operators.validation import ValidateDataOperator
 
-__all__ = ["BenchmarkOperator", "EvaluateGateOperator", "ExportQuantizeOperator", "MaterializeFeaturesOperator", "RegisterModelOperator",
+__all__ = ["BenchmarkOperator", "EvaluateGateOperator", "ExportQuantizeOperator", "MaterializeFeaturesOperator", "OnnxInferenceOperator",
+           "RegisterModelOperator",
            "TrainModelOperator", "ValidateDataOperator"]
