@@ -50,6 +50,18 @@ def run_summary(config: PipelineConfig, ws: Workspace, *, start: dt.datetime, en
     if version is not None:
         mv = client.get_model_version(config.model_name, version.version)
         out["registry"] = {"name": config.model_name, "version": mv.version, "aliases": sorted(mv.aliases)}
+        tags = mv.tags
+        if "flywheel.onnx.fp32.published" in tags:
+            out["export"] = {p: (json.loads(tags[f"flywheel.onnx.{p}.parity"])["max_abs_diff"]
+                                 if tags.get(f"flywheel.onnx.{p}.published") == "true"
+                                 else tags.get(f"flywheel.onnx.{p}.reason", "not exported"))
+                             for p in ("fp32", "int8")}
+        if "flywheel.benchmark.decision" in tags:
+            out["benchmark"] = {"decision": tags["flywheel.benchmark.decision"],
+                                "serve_variant": tags.get("flywheel.serve_variant"),
+                                "reasons": tags.get("flywheel.benchmark.reasons", ""),
+                                "verdict": str(ws.reports_dir / config.name / "benchmark"
+                                               / f"{config.model_name}-v{mv.version}.json")}
     return out
 
 
@@ -86,6 +98,14 @@ def format_summary(summary: dict[str, Any], ws: Workspace) -> str:
     r = summary.get("registry")
     lines.append(f"  registered     {r['name']} v{r['version']}  aliases: {', '.join('@' + a for a in r['aliases'])}"
                  if r else "  registered     nothing (no version for this run key)")
+    e = summary.get("export")
+    if e:
+        lines.append("  exported       " + ", ".join(
+            f"{p}: max |dp| {v:.1e}" if isinstance(v, float) else f"{p}: not published ({v})" for p, v in e.items()))
+    b = summary.get("benchmark")
+    if b:
+        lines.append(f"  benchmark      {b['decision'].upper()}: serve {b['serve_variant'] or 'nothing'}"
+                     f"{'; ' + b['reasons'] if b['reasons'] else ''}  ({b['verdict']})")
     lines += ["  look further   make mlflow-ui  (MLflow UI on http://127.0.0.1:5000)",
               f"                 reports: {ws.reports_dir / summary['pipeline']}"]
     return "\n".join(lines)

@@ -222,3 +222,18 @@ def test_inference_scores_with_the_alias_on_cpu_without_failing(fraud, tmp_path)
     assert not (tmp_path / "bad.parquet").exists()
     with pytest.raises(RegistryError, match="fraud_detector@nope does not exist"):
         score_parquet(config, ws, alias="nope", input_path=snapshot, output_path=tmp_path / "x.parquet")
+
+
+def test_summary_reports_every_step_of_the_run(fraud):
+    from mlflywheel.summary import format_summary, run_summary
+
+    ws, config, _, _ = fraud
+    summary = run_summary(config, ws, start=LOGICAL - dt.timedelta(days=1), end=LOGICAL)
+    assert summary["validation"]["success"] and summary["validation"]["rows"] > 1000
+    assert summary["gate"]["decision"] == "approved"
+    assert summary["registry"]["aliases"] == ["challenger", "champion"]
+    assert summary["export"]["fp32"] < 1e-5 and "MatMul/Gemm" in summary["export"]["int8"]
+    assert summary["benchmark"]["serve_variant"] == "onnx-fp32@CPU"
+    text = format_summary(summary, ws)
+    assert f"registered     {config.model_name} v1  aliases: @challenger, @champion" in text
+    assert "benchmark      APPROVED: serve onnx-fp32@CPU" in text
