@@ -83,7 +83,7 @@ class FeatureSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    trainer: Literal["sklearn_hgb", "sklearn_logreg"] = "sklearn_hgb"
+    trainer: Literal["sklearn_hgb", "sklearn_logreg", "torch_mlp"] = "sklearn_hgb"
     window_days: Annotated[int, Field(ge=2, le=365)] = 28
     holdout_days: Annotated[int, Field(ge=1, le=60)] = 5
     seed: int = 42

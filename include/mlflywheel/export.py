@@ -87,6 +87,8 @@ def _hgb_missing_flag_fix() -> Iterator[None]:
 
 def _categories(estimator: Any) -> dict[str, list[str]]:
     """Categories each one-hot encoder of the pipeline was fitted on, by input column."""
+    if hasattr(estimator, "categories_") and isinstance(estimator.categories_, dict):
+        return {k: [str(c) for c in v] for k, v in estimator.categories_.items()}
     out: dict[str, list[str]] = {}
     preprocess = getattr(estimator, "named_steps", {}).get("preprocess")
     for _, transformer, columns in getattr(preprocess, "transformers_", []):
@@ -97,16 +99,22 @@ def _categories(estimator: Any) -> dict[str, list[str]]:
 
 
 def export_sklearn(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
-    """The fitted pipeline as one ONNX graph: raw columns in, ``probabilities`` [N, 2] out."""
+    """The fitted model as one ONNX graph: raw columns in, ``probabilities`` [N, 2] out.
+
+    scikit-learn pipelines go through skl2onnx; the PyTorch trainer through its ``to_onnx``.
+    """
     import onnx
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
-    types = [(c, StringTensorType([None, 1])) for c in config.training.categorical]
-    types += [(c, FloatTensorType([None, 1])) for c in config.training.numeric]
-    with _hgb_missing_flag_fix():
-        model = convert_sklearn(estimator, initial_types=types, target_opset=config.export.opset,
-                                options={id(estimator): {"zipmap": False}})
+    if hasattr(estimator, "to_onnx"):  # the PyTorch trainer exports itself
+        model = estimator.to_onnx(config.export.opset)
+    else:
+        types = [(c, StringTensorType([None, 1])) for c in config.training.categorical]
+        types += [(c, FloatTensorType([None, 1])) for c in config.training.numeric]
+        with _hgb_missing_flag_fix():
+            model = convert_sklearn(estimator, initial_types=types, target_opset=config.export.opset,
+                                    options={id(estimator): {"zipmap": False}})
     outputs = [o.name for o in model.graph.output]
     if PROBABILITIES not in outputs:
         raise ParityError(f"skl2onnx produced outputs {outputs}, expected {PROBABILITIES!r}")

@@ -237,3 +237,25 @@ def test_summary_reports_every_step_of_the_run(fraud):
     text = format_summary(summary, ws)
     assert f"registered     {config.model_name} v1  aliases: @challenger, @champion" in text
     assert "benchmark      APPROVED: serve onnx-fp32@CPU" in text
+
+
+def test_pytorch_trainer_runs_the_same_dag_through_benchmark(tmp_path_factory, airflow_db):
+    raw = yaml.safe_load((ROOT / "include" / "pipelines" / "fraud.yaml").read_text())
+    raw["training"].update(trainer="torch_mlp", params={"hidden": "32,16", "max_epochs": 12})
+    raw["registry"]["model_name"] = "fraud_mlp"
+    folder = tmp_path_factory.mktemp("mlp-pipelines")
+    (folder / "fraud.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as mp:
+        ws, config = _workspace(tmp_path_factory, mp, "fraud", pipelines_dir=folder)
+        state, states = _run(config, LOGICAL)
+        assert state == "success", states
+        assert set(states.values()) == {"success"}
+        (version,) = _versions(ws, config)
+        client = tracking.client(ws)
+        mv = client.get_model_version(config.model_name, version.version)
+        assert client.get_run(mv.run_id).data.params["trainer"] == "torch_mlp"
+        assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
+        int8 = mv.tags["flywheel.onnx.int8.published"]
+        assert int8 == "true" or mv.tags["flywheel.onnx.int8.reason"].startswith("parity: ")
+        assert mv.tags["flywheel.benchmark.decision"] == "approved"
+        assert mv.tags["flywheel.serve_variant"].startswith("onnx-")

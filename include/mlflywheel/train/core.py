@@ -122,8 +122,12 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
     features, label = config.feature_columns, config.data.label
     estimator = build(config.training)
     x_train, y_train = model_inputs(train_part, config), train_part[label].to_numpy()
-    estimator.fit(x_train, y_train)
-    proba = estimator.predict_proba(model_inputs(holdout, config))[:, 1]
+    x_holdout = model_inputs(holdout, config)
+    if getattr(estimator, "uses_validation", False):  # early stopping on the holdout
+        estimator.fit(x_train, y_train, X_val=x_holdout, y_val=holdout[label].to_numpy())
+    else:
+        estimator.fit(x_train, y_train)
+    proba = estimator.predict_proba(x_holdout)[:, 1]
     metrics = classification_metrics(holdout[label].to_numpy(), proba, config.gate.decision_threshold)
 
     tags = {tracking.TAG_RUN_KEY: run_key, tracking.TAG_PIPELINE: config.name, tracking.TAG_DIGEST: digest,
@@ -151,7 +155,7 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
         model_info = mlflow.sklearn.log_model(
             estimator, name=MODEL_ARTIFACT, signature=signature,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-            pip_requirements=_requirements(), pyfunc_predict_fn="predict_proba")
+            pip_requirements=_requirements(config), pyfunc_predict_fn="predict_proba")
         mlflow.set_tag("flywheel.model_uri", model_info.model_uri)
     log.info("trained %s: run %s, holdout %s", run_key, run.info.run_id,
              {k: round(v, 4) for k, v in metrics.items()})
@@ -167,8 +171,11 @@ def _summary(run, *, reused: bool) -> dict[str, Any]:
             "run_key": run.data.tags.get(tracking.TAG_RUN_KEY), "reused": reused}
 
 
-def _requirements() -> list[str]:
+def _requirements(config: PipelineConfig) -> list[str]:
     """Explicit pins (inferring requirements costs ~16 s and lists whatever is importable)."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "pandas", "cloudpickle")]
+    names = ["scikit-learn", "numpy", "pandas", "cloudpickle"]
+    if config.training.trainer == "torch_mlp":
+        names += ["torch", "mlflywheel"]
+    return [f"{name}=={version(name)}" for name in names]

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from mlflywheel.config import TrainingSpec
 
 
-def build(spec: TrainingSpec) -> Pipeline:
+def build(spec: TrainingSpec) -> Pipeline | Any:
     """The estimator named by ``spec.trainer`` with ``spec.params`` and ``spec.seed``."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -27,6 +27,14 @@ def build(spec: TrainingSpec) -> Pipeline:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     params: dict[str, Any] = dict(spec.params)
+    if spec.trainer == "torch_mlp":
+        from mlflywheel.train.torch_mlp import TorchTabularClassifier
+
+        try:
+            return TorchTabularClassifier(categorical=tuple(spec.categorical), numeric=tuple(spec.numeric),
+                                          seed=spec.seed, **params)
+        except TypeError as exc:
+            raise ConfigError(f"training.params: TorchTabularClassifier rejected {params}: {exc}") from exc
     if spec.trainer == "sklearn_hgb":
         numeric = SimpleImputer(strategy="median", keep_empty_features=True)
         model_cls, defaults = HistGradientBoostingClassifier, {"random_state": spec.seed, "early_stopping": False}
