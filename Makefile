@@ -49,7 +49,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/dag_parse.py
 	$(BIN)/python bench/demo_stages.py
-	$(BIN)/python bench/onnx_vs_sklearn.py
+	$(BIN)/python bench/onnx_vs_native.py
 
 clean-workspace:
 	rm -rf .flywheel

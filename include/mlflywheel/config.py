@@ -156,7 +156,7 @@ class ExportSpec(_Strict):
 
     opset: Annotated[int, Field(ge=13, le=21)] = 17
     # Models train on float32 inputs (train.core.model_inputs), so fp32 ONNX reproduces them:
-    # the shipped fraud HGB differs by 8.2e-7 at most on its holdout (bench/onnx_vs_sklearn.py).
+    # the shipped fraud HGB differs by 8.2e-7 at most on its holdout (bench/onnx_vs_native.py).
     fp32: ParityLimits = ParityLimits(max_abs_diff=1e-5, min_decision_agreement=0.9999, max_metric_delta=1e-4)
     int8: ParityLimits = ParityLimits(max_abs_diff=0.05, min_decision_agreement=0.99, max_metric_delta=0.005)
     providers: list[str] = Field(default_factory=lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
