@@ -176,7 +176,8 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
         if mv.tags.get(f"flywheel.onnx.{precision}.published") != "true":
             continue
         for provider in providers:
-            model = load_version(ws, name, version, precision=precision, providers=[provider], intra_op_threads=1)
+            model = load_version(ws, name, version, precision=precision, providers=[provider], intra_op_threads=1,
+                                 expected_features=config.feature_columns)
             if model.provider == provider:
                 variants[f"onnx-{precision}@{provider.removesuffix('ExecutionProvider')}"] = model.predict_proba
     results = run(variants, frame, spec.batch_sizes, single_row_seconds=2 * spec.seconds_per_point,

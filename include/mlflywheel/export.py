@@ -282,8 +282,13 @@ def _tag_summary(tags: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def load_version(ws: Any, name: str, version: str, *, precision: str = "fp32", **options: Any) -> OnnxModel:
-    """An :class:`OnnxModel` for a registered version's published variant, hash-checked."""
+def load_version(ws: Any, name: str, version: str, *, precision: str = "fp32",
+                 expected_features: list[str] | None = None, **options: Any) -> OnnxModel:
+    """An :class:`OnnxModel` for a registered version's published variant, hash-checked.
+
+    With ``expected_features`` (the pipeline's model inputs), a graph whose inputs differ is
+    refused, naming both lists.
+    """
     import tempfile
 
     import mlflow
@@ -300,4 +305,16 @@ def load_version(ws: Any, name: str, version: str, *, precision: str = "fp32", *
     with tracking.active(ws):
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{mv.tags[f'{prefix}.path']}",
                                                    dst_path=tempfile.mkdtemp(prefix="flywheel-onnx-"))
-    return OnnxModel(path, expected_sha256=mv.tags[f"{prefix}.sha256"], **options)
+    model = OnnxModel(path, expected_sha256=mv.tags[f"{prefix}.sha256"], **options)
+    check_inputs(model, expected_features, f"{name} v{version} ({precision})")
+    return model
+
+
+def check_inputs(model: OnnxModel, expected: list[str] | None, what: str) -> None:
+    """Refuse a graph whose inputs are not the pipeline's features (order does not matter)."""
+    from mlflywheel.errors import SchemaMismatch
+
+    if expected is not None and sorted(model.inputs) != sorted(expected):
+        raise SchemaMismatch(f"{what}: the ONNX graph takes {sorted(model.inputs)} but the pipeline's features are "
+                             f"{sorted(expected)} (missing {sorted(set(expected) - set(model.inputs))}, "
+                             f"extra {sorted(set(model.inputs) - set(expected))})")

@@ -45,7 +45,7 @@ def score_parquet(config: PipelineConfig, ws: Workspace, *, alias: str, input_pa
     variant = version.tags.get("flywheel.serve_variant", "onnx-fp32")
     precision = variant.split("@")[0].removeprefix("onnx-")
     model = load_version(ws, name, version.version, precision=precision, providers=list(providers),
-                         intra_op_threads=0)
+                         intra_op_threads=0, expected_features=config.feature_columns)
     if model.provider == "CPUExecutionProvider" and providers[0] != "CPUExecutionProvider":
         log.warning("no GPU provider available: scoring %s on the CPU", input_path)
     source = pq.ParquetFile(str(input_path))

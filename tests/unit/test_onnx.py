@@ -190,3 +190,12 @@ def test_arrow_batches_and_io_binding_give_the_same_scores(tmp_path, ctr_frame):
     assert bound.io_binding_min_rows == 1
     np.testing.assert_allclose(bound.predict_proba(pa.Table.from_pandas(x)), plain.predict_proba(x), rtol=1e-6)
     np.testing.assert_allclose(plain.predict_proba(x), pipe.predict_proba(x)[:, 1], atol=1e-6)
+
+
+def test_a_graph_with_other_inputs_than_the_pipeline_is_refused(exported, pipeline_config):
+    from mlflywheel.export import check_inputs
+
+    model = OnnxModel(exported)
+    check_inputs(model, list(reversed(list(model.inputs))), "ctr v1")  # same set: fine
+    with pytest.raises(SchemaMismatch, match=r"ctr v1 \(fp32\): the ONNX graph takes .*\(missing \['amount'"):
+        check_inputs(model, pipeline_config("fraud").feature_columns, "ctr v1 (fp32)")
