@@ -68,6 +68,21 @@ class PipelineOperator(BaseOperator):
             raise
 
 
+def check_if_exists(value: str, allowed: Sequence[str]) -> str:
+    """Validate an ``if_exists`` argument in ``__init__`` (a DAG with a typo fails to parse)."""
+    if value not in allowed:
+        raise ValueError(f"if_exists must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def skip_downstream(operator: Any, context: Context) -> list[str]:
+    """Skip every task after ``operator`` in this run (a gate said no); returns their ids."""
+    downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
+    if downstream:
+        operator.skip(ti=context["ti"], tasks=downstream)
+    return [t.task_id for t in downstream]
+
+
 def describe_trigger(context: Context) -> str:
     """Why this run exists: ``scheduled``, ``manual``, or the asset events (with their extras)."""
     dag_run = context["dag_run"]

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.sdk import SkipMixin
 
 from mlflywheel_airflow.links import MlflowModelVersionLink, MlflowRunLink
-from mlflywheel_airflow.operators._base import PipelineOperator, describe_trigger
+from mlflywheel_airflow.operators._base import (
+    PipelineOperator,
+    check_if_exists,
+    describe_trigger,
+    skip_downstream,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -60,11 +65,9 @@ class TrainModelOperator(_MlflowOperator):
     def __init__(self, *, features: Any, note: str = "", if_exists: Literal["skip", "replace", "fail"] = "skip",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if if_exists not in IF_EXISTS:
-            raise ValueError(f"if_exists must be one of {IF_EXISTS}, got {if_exists!r}")
         self.features = features
         self.note = note
-        self.if_exists = if_exists
+        self.if_exists = check_if_exists(if_exists, IF_EXISTS)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.train import train
@@ -119,9 +122,7 @@ class EvaluateGateOperator(_MlflowOperator, SkipMixin):
         if verdict["decision"] == REJECTED:
             self.log.warning("gate REJECTED the challenger (run %s):\n  - %s\nverdict: %s", training["run_id"],
                              "\n  - ".join(verdict["reasons"]), verdict["verdict_path"])
-            downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
-            if downstream:
-                self.skip(ti=context["ti"], tasks=downstream)
+            skip_downstream(self, context)
         else:
             self.log.info("gate APPROVED the challenger (run %s): %d/%d checks passed", training["run_id"],
                           verdict["checks_passed"], verdict["checks_total"])
@@ -144,10 +145,8 @@ class RegisterModelOperator(_MlflowOperator):
 
     def __init__(self, *, verdict: Any, if_exists: Literal["skip", "fail"] = "skip", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if if_exists not in ("skip", "fail"):
-            raise ValueError(f"if_exists must be 'skip' or 'fail', got {if_exists!r}")
         self.verdict = verdict
-        self.if_exists = if_exists
+        self.if_exists = check_if_exists(if_exists, ("skip", "fail"))
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException

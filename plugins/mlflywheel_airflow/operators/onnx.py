@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.sdk import SkipMixin
 
 from mlflywheel_airflow.links import MlflowRunLink
-from mlflywheel_airflow.operators._base import PipelineOperator
+from mlflywheel_airflow.operators._base import PipelineOperator, check_if_exists, skip_downstream
 from mlflywheel_airflow.operators.mlflow import _MlflowOperator, _require
 
 if TYPE_CHECKING:
@@ -34,10 +34,8 @@ class ExportQuantizeOperator(_MlflowOperator):
 
     def __init__(self, *, registered: Any, if_exists: Literal["skip", "replace"] = "skip", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if if_exists not in ("skip", "replace"):
-            raise ValueError(f"if_exists must be 'skip' or 'replace', got {if_exists!r}")
         self.registered = registered
-        self.if_exists = if_exists
+        self.if_exists = check_if_exists(if_exists, ("skip", "replace"))
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.export import export_version
@@ -68,10 +66,8 @@ class BenchmarkOperator(_MlflowOperator, SkipMixin):
 
     def __init__(self, *, exported: Any, if_exists: Literal["skip", "replace"] = "skip", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if if_exists not in ("skip", "replace"):
-            raise ValueError(f"if_exists must be 'skip' or 'replace', got {if_exists!r}")
         self.exported = exported
-        self.if_exists = if_exists
+        self.if_exists = check_if_exists(if_exists, ("skip", "replace"))
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.benchmark import benchmark_version
@@ -82,9 +78,7 @@ class BenchmarkOperator(_MlflowOperator, SkipMixin):
         if verdict["decision"] != "approved":
             self.log.warning("benchmark REJECTED %s v%s:\n  - %s", exported["name"], exported["version"],
                              "\n  - ".join(verdict["reasons"]))
-            downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
-            if downstream:
-                self.skip(ti=context["ti"], tasks=downstream)
+            skip_downstream(self, context)
         else:
             self.log.info("benchmark approved %s v%s: serve %s", exported["name"], exported["version"],
                           verdict["serve_variant"])
