@@ -129,14 +129,42 @@ def quantizable(model: onnx.ModelProto) -> bool:
     return any(node.op_type in QUANTIZABLE_OPS for node in model.graph.node)
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic INT8 quantization of the weights (activations scaled per call)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_int8(fp32_path: Path, int8_path: Path, calibration: pd.DataFrame | None = None) -> str:
+    """INT8 quantization of MatMul/Gemm; returns the method used.
 
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+    With calibration rows: static QDQ (activation scales fixed from the rows, so a row's
+    score does not depend on the batch it arrives in). Without: dynamic (activation scales
+    computed per call, which makes scores batch-dependent).
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if calibration is None or calibration.empty:
+        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+        return "dynamic"
+    fp32 = OnnxModel(fp32_path, providers=["CPUExecutionProvider"])
+    feeds = [fp32.feed(calibration.iloc[i:i + 256]) for i in range(0, len(calibration), 256)]
+
+    class Rows(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    quantize_static(str(fp32_path), str(int8_path), Rows(), quant_format=QuantFormat.QDQ,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                    op_types_to_quantize=sorted(QUANTIZABLE_OPS))
+    return f"static-qdq ({len(calibration)} calibration rows)"
 
 
-def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfig, out_dir: Path) -> dict[str, Any]:
+def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfig, out_dir: Path,
+                    calibration: pd.DataFrame | None = None) -> dict[str, Any]:
     """Export fp32 (and INT8 where it applies), check parity, keep what passed.
 
     Args:
@@ -144,6 +172,7 @@ def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfi
         holdout: rows to judge parity on (model inputs and the label).
         config: the pipeline (features, threshold, parity limits).
         out_dir: where ``model-fp32.onnx`` / ``model-int8.onnx`` and ``export.json`` go.
+        calibration: training rows for static INT8 (none: dynamic INT8).
 
     Returns:
         ``variants``: per precision ``published``, ``path``, ``sha256``, ``parity`` or ``reason``;
@@ -177,16 +206,17 @@ def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfi
     graph = onnx.load(str(fp32_path))
     if quantizable(graph):
         int8_path = out_dir / "model-int8.onnx"
-        quantize_int8(fp32_path, int8_path)
+        method = quantize_int8(fp32_path, int8_path,
+                               None if calibration is None else model_inputs(calibration, config))
         int8 = OnnxModel(int8_path, providers=["CPUExecutionProvider"])
         check8 = parity(native, int8.predict_proba(x), y, threshold, config.export.int8)
         if check8.passed:
             variants["int8"] = {"published": True, "path": str(int8_path), "sha256": int8.sha256,
-                                "parity": asdict(check8)}
+                                "method": method, "parity": asdict(check8)}
         else:
             int8_path.unlink()
-            variants["int8"] = {"published": False, "reason": "parity: " + "; ".join(check8.failures),
-                                "parity": asdict(check8)}
+            variants["int8"] = {"published": False, "reason": f"parity ({method}): " + "; ".join(check8.failures),
+                                "method": method, "parity": asdict(check8)}
     else:
         model_ops = sorted({n.op_type for n in graph.graph.node if n.domain == "ai.onnx.ml"} - {"Imputer", "OneHotEncoder", "Scaler"})
         variants["int8"] = {"published": False,
@@ -240,11 +270,12 @@ def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: 
             return {"name": name, "version": version, "reused": True, **_tag_summary(mv.tags)}
         digest = mv.tags.get(tracking.TAG_DIGEST)
         snapshot = ws.snapshots_dir / config.name / str(digest) / "frame.parquet"
-        _, holdout = holdout_split(load_snapshot(str(snapshot), digest), config)
+        train_part, holdout = holdout_split(load_snapshot(str(snapshot), digest), config)
+        calibration = train_part.sample(min(2000, len(train_part)), random_state=config.training.seed)
         estimator = mlflow.sklearn.load_model(f"models:/{name}/{version}")
         with tempfile.TemporaryDirectory() as tmp:
             upload = Path(tmp) / "upload"
-            manifest = export_variants(estimator, holdout, config, upload / "onnx")
+            manifest = export_variants(estimator, holdout, config, upload / "onnx", calibration=calibration)
             mlmodel = Model.load(f"models:/{name}/{version}")
             mlmodel.add_flavor("onnx", onnx_version=onnx.__version__, data="onnx/model-fp32.onnx",
                                providers=list(config.export.providers), onnx_session_options=None, code=None)
@@ -260,6 +291,8 @@ def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: 
                 tags[f"{prefix}.path"] = f"onnx/{Path(variant['path']).name}"
             else:
                 tags[f"{prefix}.reason"] = variant["reason"][:4900]
+            if "method" in variant:
+                tags[f"{prefix}.method"] = variant["method"]
             if "parity" in variant:
                 p = variant["parity"]
                 tags[f"{prefix}.parity"] = json.dumps({k: p[k] for k in ("max_abs_diff", "decision_agreement",

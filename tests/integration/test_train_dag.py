@@ -256,6 +256,7 @@ def test_pytorch_trainer_runs_the_same_dag_through_benchmark(tmp_path_factory, a
         assert client.get_run(mv.run_id).data.params["trainer"] == "torch_mlp"
         assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
         int8 = mv.tags["flywheel.onnx.int8.published"]
-        assert int8 == "true" or mv.tags["flywheel.onnx.int8.reason"].startswith("parity: ")
+        assert int8 == "true" or mv.tags["flywheel.onnx.int8.reason"].startswith("parity (")
+        assert mv.tags["flywheel.onnx.int8.method"] == "static-qdq (2000 calibration rows)"
         assert mv.tags["flywheel.benchmark.decision"] == "approved"
         assert mv.tags["flywheel.serve_variant"].startswith("onnx-")

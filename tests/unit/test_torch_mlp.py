@@ -64,3 +64,20 @@ def test_onnx_graph_takes_raw_columns_and_matches_torch(data, pipeline_config, t
     x = holdout.drop(columns="label").assign(colour=["purple"] * 3 + holdout["colour"].tolist()[3:])
     np.testing.assert_allclose(onnx_model.predict_proba(x), model.predict_proba(x)[:, 1], atol=1e-5)
     assert onnx_model.last_unseen == {"colour": 3}
+
+
+def test_static_int8_from_calibration_rows_is_batch_independent(data, pipeline_config, tmp_path):
+    train, holdout = data
+    model = _fit(train, holdout)
+    base = pipeline_config("ctr")
+    config = base.model_copy(update={
+        "training": base.training.model_copy(update={"trainer": "torch_mlp", "categorical": ["colour"],
+                                                     "numeric": ["size", "weight"]}),
+        "data": base.data.model_copy(update={"label": "label"}),
+        "export": ExportSpec(int8=LOOSE)})
+    int8 = export_variants(model, holdout, config, tmp_path, calibration=train)["variants"]["int8"]
+    assert int8["published"] and int8["method"] == "static-qdq (2400 calibration rows)"
+    onnx_model = OnnxModel(int8["path"])
+    x = holdout.drop(columns="label").head(50)
+    one_by_one = np.array([onnx_model.predict_proba(x.iloc[[i]])[0] for i in range(len(x))])
+    np.testing.assert_array_equal(one_by_one, onnx_model.predict_proba(x))  # fixed scales: no batch effect
