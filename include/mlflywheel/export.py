@@ -98,7 +98,7 @@ def _categories(estimator: Any) -> dict[str, list[str]]:
     return out
 
 
-def export_sklearn(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
+def export_onnx(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
     """The fitted model as one ONNX graph: raw columns in, ``probabilities`` [N, 2] out.
 
     scikit-learn pipelines go through skl2onnx; the PyTorch trainer through its ``to_onnx``.
@@ -194,7 +194,7 @@ def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfi
     variants: dict[str, Any] = {}
 
     fp32_path = out_dir / "model-fp32.onnx"
-    onnx.save(export_sklearn(estimator, config), str(fp32_path))
+    onnx.save(export_onnx(estimator, config), str(fp32_path))
     fp32 = OnnxModel(fp32_path, providers=["CPUExecutionProvider"])
     check = parity(native, fp32.predict_proba(x), y, threshold, config.export.fp32)
     if not check.passed:

@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import string
 import sys
 from dataclasses import dataclass
@@ -73,7 +74,6 @@ def load_store(ws: Workspace) -> FeatureStore:
     path = ws.feature_repo / "feature_store.yaml"
     if not path.is_file():
         raise ConfigError(f"{path}: feature_store.yaml not found (FLYWHEEL_FEATURE_REPO={ws.feature_repo})")
-    import os
     env = {**os.environ, "FLYWHEEL_HOME": str(ws.home)}
     raw = yaml.safe_load(string.Template(path.read_text()).safe_substitute(env))
     (ws.feast_dir).mkdir(parents=True, exist_ok=True)
@@ -199,6 +199,8 @@ def offline_source_dir(store: FeatureStore, view_name: str) -> Path:
 def build_feature_tables(config: PipelineConfig, ws: Workspace, store: FeatureStore,
                          days: list[dt.date]) -> dict[str, int]:
     """Write each view's daily feature files for ``days`` (atomic, idempotent per day)."""
+    import pandas as pd
+
     rows: dict[str, int] = {}
     landing = set(available_days(config, ws))
     for view in config.features.views:
@@ -215,7 +217,7 @@ def build_feature_tables(config: PipelineConfig, ws: Workspace, store: FeatureSt
         table = rolling_features(frame[cols], view, timestamp=config.data.timestamp, days=days)
         target = offline_source_dir(store, view.name)
         for day in days:
-            stamp = __import__("pandas").Timestamp(day + dt.timedelta(days=1), tz="UTC")
+            stamp = pd.Timestamp(day + dt.timedelta(days=1), tz="UTC")
             write_parquet_atomic(table[table[FEAST_TS] == stamp], target / f"{day.isoformat()}.parquet")
         rows[view.name] = len(table)
         log.info("feature view %s: %d rows for %s..%s -> %s", view.name, len(table), days[0], days[-1], target)

@@ -68,7 +68,6 @@ def experiment_id(mlflow_client: MlflowClient, ws: Workspace, config: PipelineCo
     current directory; a tracking server keeps its own default unless
     ``FLYWHEEL_ARTIFACT_ROOT`` says otherwise.
     """
-    import os
 
     name = f"flywheel/{config.name}"
     found = mlflow_client.get_experiment_by_name(name)

@@ -13,7 +13,7 @@ import pytest
 from mlflywheel.config import ExportSpec, ParityLimits
 from mlflywheel.data.generate import generate_ctr_day
 from mlflywheel.errors import ConfigError, ModelIntegrityError, ParityError, SchemaMismatch
-from mlflywheel.export import export_sklearn, export_variants, parity
+from mlflywheel.export import export_onnx, export_variants, parity
 from mlflywheel.runtime import OnnxModel, resolve_providers
 from mlflywheel.train.core import model_inputs
 from mlflywheel.train.sklearn import build
@@ -106,7 +106,7 @@ def exported(hgb, tmp_path):
     config, estimator = hgb
     path = tmp_path / "m" / "model.onnx"
     path.parent.mkdir()
-    onnx.save(export_sklearn(estimator, config), str(path))
+    onnx.save(export_onnx(estimator, config), str(path))
     return path
 
 

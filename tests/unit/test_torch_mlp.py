@@ -47,15 +47,24 @@ def test_same_seed_same_model_and_it_learns(data):
     assert np.isfinite(a.predict_proba(unseen)).all()
 
 
-def test_onnx_graph_takes_raw_columns_and_matches_torch(data, pipeline_config, tmp_path):
-    train, holdout = data
-    model = _fit(train, holdout)
-    base = pipeline_config("ctr")
+@pytest.fixture(scope="module")
+def fitted(data):
+    """A fitted MLP and a pipeline config describing its columns (INT8 limits loose)."""
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.settings import project_root
+
+    base = load_pipeline(project_root() / "include" / "pipelines" / "ctr.yaml")
     config = base.model_copy(update={
         "training": base.training.model_copy(update={"trainer": "torch_mlp", "categorical": ["colour"],
                                                      "numeric": ["size", "weight"]}),
         "data": base.data.model_copy(update={"label": "label"}),
         "export": ExportSpec(int8=LOOSE)})
+    return _fit(*data), config
+
+
+def test_onnx_graph_takes_raw_columns_and_matches_torch(data, fitted, tmp_path):
+    _, holdout = data
+    model, config = fitted
     manifest = export_variants(model, holdout, config, tmp_path)
     assert manifest["input_schema"] == {"colour": "tensor(string)", "size": "tensor(float)", "weight": "tensor(float)"}
     assert manifest["variants"]["fp32"]["parity"]["max_abs_diff"] < 1e-5
@@ -66,15 +75,9 @@ def test_onnx_graph_takes_raw_columns_and_matches_torch(data, pipeline_config, t
     assert onnx_model.last_unseen == {"colour": 3}
 
 
-def test_static_int8_from_calibration_rows_is_batch_independent(data, pipeline_config, tmp_path):
+def test_static_int8_from_calibration_rows_is_batch_independent(data, fitted, tmp_path):
     train, holdout = data
-    model = _fit(train, holdout)
-    base = pipeline_config("ctr")
-    config = base.model_copy(update={
-        "training": base.training.model_copy(update={"trainer": "torch_mlp", "categorical": ["colour"],
-                                                     "numeric": ["size", "weight"]}),
-        "data": base.data.model_copy(update={"label": "label"}),
-        "export": ExportSpec(int8=LOOSE)})
+    model, config = fitted
     int8 = export_variants(model, holdout, config, tmp_path, calibration=train)["variants"]["int8"]
     assert int8["published"] and int8["method"] == "static-qdq (2400 calibration rows)"
     onnx_model = OnnxModel(int8["path"])
