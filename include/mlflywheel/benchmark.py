@@ -148,7 +148,7 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
     from mlflywheel import tracking
     from mlflywheel.data.io import write_text_atomic
     from mlflywheel.errors import GateMisconfigured
-    from mlflywheel.export import load_version
+    from mlflywheel.export import TAG_SERVE_VARIANT, load_version
     from mlflywheel.runtime import resolve_providers
     from mlflywheel.train.core import holdout_split, load_snapshot, model_inputs
 
@@ -208,7 +208,7 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
     client.set_model_version_tag(name, version, "flywheel.benchmark.decision", verdict["decision"])
     client.set_model_version_tag(name, version, "flywheel.benchmark.reasons", "; ".join(reasons)[:4900])
     if chosen:
-        client.set_model_version_tag(name, version, "flywheel.serve_variant", chosen)
+        client.set_model_version_tag(name, version, TAG_SERVE_VARIANT, chosen)
     return {"name": name, "version": version, "reused": False, "decision": verdict["decision"],
             "serve_variant": chosen, "reasons": reasons, "verdict_path": str(path), "run_id": run_id,
             "experiment_id": client.get_run(run_id).info.experiment_id,

@@ -186,6 +186,127 @@ class BenchmarkSpec(_Strict):
         return self
 
 
+class BatchSpec(_Strict):
+    """Nightly batch scoring (``batch_score``): a spark-submit job over the interval's rows."""
+
+    source: Literal["features", "landing"] = Field(
+        default="features", description="features: landing rows joined point-in-time (in Spark) to the Feast "
+                                        "offline sources, as in training; landing: the landing columns only")
+    alias: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")] = "champion"
+    required_columns: list[str] | None = Field(
+        default=None, description="rows with a null here are quarantined (default: id, entity, request features)")
+    max_bad_share: Annotated[float, Field(ge=0, le=1)] = 0.01
+    rows_per_partition: Annotated[int, Field(ge=1_000)] = 250_000
+    arrow_batch_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 65_536
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="extra spark-submit --conf values")
+
+
+class FeatureDriftLimits(_Strict):
+    """Effect sizes at which one feature counts as drifted (p-values are reported, never decisive)."""
+
+    psi: Annotated[float, Field(gt=0)] = 0.25
+    wasserstein: Annotated[float, Field(gt=0)] = Field(
+        default=0.1, description="numeric: Wasserstein distance divided by the reference's standard deviation")
+    jensen_shannon: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.1, description="categorical (and numeric with at most 5 distinct values): JS distance")
+    max_unseen_share: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.01, description="categorical: share of current rows whose category the reference never saw")
+    max_null_share_increase: Annotated[float, Field(ge=0, le=1)] = 0.05
+    alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.01, description="significance level: an effect size counts only when its test (KS or "
+                                  "chi-square) rejects at this level, so the false-positive rate stays below it")
+
+
+class LiveMetricSpec(_Strict):
+    """Concept drift: the champion's metrics on matured delayed labels vs its gate baseline."""
+
+    label_delay_days: Annotated[int, Field(ge=0, le=120)] = Field(
+        default=3, description="how long labels take to land (the generator's delay; the evaluated days end here)")
+    window_days: Annotated[int, Field(ge=1, le=90)] = 3
+    min_label_coverage: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.95, description="a day is evaluated only when this share of its rows has a label")
+    min_rows: Annotated[int, Field(ge=1)] = 1000
+    min_positives: Annotated[int, Field(ge=1)] = 20
+    max_drop: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"roc_auc": 0.05, "pr_auc": 0.10},
+        description="metric -> largest tolerated drop below the champion's gate baseline")
+    max_calibration_error: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05, description="expected calibration error (10 bins) above which the champion is miscalibrated")
+
+    @field_validator("max_drop")
+    @classmethod
+    def _known_live_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - {"roc_auc", "pr_auc"})
+        if unknown:
+            raise ValueError(f"unknown live metric(s) {unknown}; expected some of ['roc_auc', 'pr_auc']")
+        return value
+
+
+class DriftSpec(_Strict):
+    """The drift monitor (``<pipeline>__drift``): windows, limits and the retrain policy."""
+
+    enabled: bool = True
+    schedule: str = Field(default="0 * * * *", description="5-field cron of the drift DAG (default hourly)")
+    window_days: Annotated[int, Field(ge=1, le=60)] = Field(
+        default=1, description="current window: the newest landing partitions before the check")
+    max_staleness_days: Annotated[int, Field(ge=1, le=60)] = Field(
+        default=2, description="skip (with a reason) when the newest partition is older than this")
+    min_rows: Annotated[int, Field(ge=1)] = Field(default=500, description="smaller windows are skipped, not judged")
+    psi_bins: Annotated[int, Field(ge=4, le=100)] = 10
+    limits: FeatureDriftLimits = Field(default_factory=FeatureDriftLimits)
+    key_features: list[str] = Field(default_factory=list, description="drift in any of these alone triggers")
+    max_drifted_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.3, description="trigger when at least this share of the model inputs drifted")
+    prediction_psi: Annotated[float, Field(gt=0)] = Field(default=0.2, description="PSI of the score distribution")
+    label_rate_max_relative_change: Annotated[float, Field(gt=0)] = Field(
+        default=0.5, description="label-rate drift: |current - reference| / reference on matured labels")
+    live: LiveMetricSpec = Field(default_factory=LiveMetricSpec)
+    cooldown_hours: Annotated[float, Field(ge=0, le=24 * 60)] = Field(
+        default=12, description="no second retrain trigger within this many hours of the last one")
+    dedup_hours: Annotated[float, Field(ge=0, le=24 * 60)] = Field(
+        default=72, description="the same reasons against the same champion version trigger once in this window")
+    retrain_window_days: Annotated[int, Field(ge=2, le=365)] = Field(
+        default=14, description="training window of a drift-triggered run (a sliding recent window)")
+    report_max_rows: Annotated[int, Field(ge=1000)] = Field(
+        default=50_000, description="rows per side sampled (seeded) into the Evidently HTML report")
+    alert_emails: list[str] = Field(default_factory=list,
+                                    description="SMTP notifier recipients (smtp_default); empty: the task log only")
+
+    @field_validator("schedule")
+    @classmethod
+    def _drift_cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"expected a 5-field cron expression, found {value!r}")
+        return value
+
+
+class ServingSpec(_Strict):
+    """The model server (``flywheel serve``): binding, batching, limits, features, prediction log."""
+
+    host: str = Field(default="127.0.0.1", description="bind address (loopback unless said otherwise)")
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    retry_refused_s: Annotated[float, Field(ge=0)] = 60.0
+    max_batch_size: Annotated[int, Field(ge=1, le=8192)] = 64
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    max_queue_rows: Annotated[int, Field(ge=1)] = 1024
+    sessions: Annotated[int, Field(ge=1, le=64)] = Field(default=1, description="batches scored at once")
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    max_rows: Annotated[int, Field(ge=1, le=10_000)] = 256
+    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 1
+    feast_lookup: bool = Field(default=True, description="off: records carry every model input themselves")
+    feature_cache_ttl_s: Annotated[float, Field(ge=0, le=86400)] = 30.0
+    unknown_entity: Literal["fallback", "reject"] = "fallback"
+    fallback_features: dict[str, float | None] = Field(
+        default_factory=dict, description="values for an unknown entity's store features (default null, "
+                                          "which is what training saw for an entity without history)")
+    log_path: str | None = Field(default=None, description="default $FLYWHEEL_HOME/serving/<pipeline>/predictions.db")
+    log_synchronous: Literal["normal", "full"] = "normal"
+    drain_grace_s: Annotated[float, Field(ge=0, le=600)] = 1.0
+    shutdown_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
 class RegistrySpec(_Strict):
     model_name: str | None = Field(default=None, description="registered model name (default: the pipeline name)")
 
@@ -205,6 +326,9 @@ class PipelineConfig(_Strict):
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    batch: BatchSpec = Field(default_factory=BatchSpec)
 
     @field_validator("tags")
     @classmethod
@@ -225,7 +349,20 @@ class PipelineConfig(_Strict):
             raise ValueError(f"training inputs {missing} are neither request features nor feature-view outputs")
         if self.data.label in inputs:
             raise ValueError(f"the label {self.data.label!r} cannot be a training input")
+        unknown_keys = sorted(set(self.drift.key_features) - inputs)
+        if unknown_keys:
+            raise ValueError(f"drift.key_features {unknown_keys} are not model inputs ({sorted(inputs)})")
+        if self.drift.retrain_window_days <= self.training.holdout_days:
+            raise ValueError(f"drift.retrain_window_days ({self.drift.retrain_window_days}) must exceed "
+                             f"training.holdout_days ({self.training.holdout_days})")
         return self
+
+    @property
+    def batch_required_columns(self) -> list[str]:
+        """Columns whose nulls quarantine a row in batch scoring."""
+        if self.batch.required_columns is not None:
+            return list(self.batch.required_columns)
+        return list(dict.fromkeys([self.data.id_column, self.data.entity, *self.features.request_features]))
 
     @property
     def model_name(self) -> str:
@@ -238,6 +375,10 @@ class PipelineConfig(_Strict):
     @property
     def drift_asset_uri(self) -> str:
         return f"flywheel://{self.name}/drift"
+
+    @property
+    def drift_dag_id(self) -> str:
+        return f"{self.name}__drift"
 
     @property
     def feature_columns(self) -> list[str]:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 QUANTIZABLE_OPS = frozenset({"MatMul", "Gemm"})
+TAG_SERVE_VARIANT = "flywheel.serve_variant"
 
 
 @dataclass
@@ -315,12 +316,40 @@ def _tag_summary(tags: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def load_version(ws: Any, name: str, version: str, *, precision: str = "fp32",
-                 expected_features: list[str] | None = None, **options: Any) -> OnnxModel:
-    """An :class:`OnnxModel` for a registered version's published variant, hash-checked.
+@dataclass(frozen=True)
+class Served:
+    """What ``<model>@<alias>`` serves: the version and the variant the benchmark chose."""
 
-    With ``expected_features`` (the pipeline's model inputs), a graph whose inputs differ is
-    refused, naming both lists.
+    name: str
+    version: str
+    run_id: str
+    variant: str
+    precision: str
+
+
+def resolve_alias(ws: Any, name: str, alias: str) -> Served:
+    """The version behind ``name@alias`` and its serving variant (``flywheel.serve_variant``).
+
+    Raises:
+        RegistryError: the model or the alias does not exist.
+    """
+    from mlflywheel import tracking
+    from mlflywheel.errors import RegistryError
+    from mlflywheel.registry import alias_version
+
+    version = alias_version(tracking.client(ws), name, alias)
+    if version is None:
+        raise RegistryError(f"{name}@{alias} does not exist (registry {ws.registry_uri})")
+    variant = version.tags.get(TAG_SERVE_VARIANT, "onnx-fp32")
+    return Served(name=name, version=str(version.version), run_id=str(version.run_id or ""), variant=variant,
+                  precision=variant.split("@")[0].removeprefix("onnx-"))
+
+
+def fetch_variant(ws: Any, name: str, version: str, precision: str = "fp32") -> tuple[Path, str]:
+    """Download a version's published ONNX variant; returns the local file and its recorded SHA-256.
+
+    Raises:
+        ParityError: the version has no published variant of that precision.
     """
     import tempfile
 
@@ -338,7 +367,18 @@ def load_version(ws: Any, name: str, version: str, *, precision: str = "fp32",
     with tracking.active(ws):
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{mv.tags[f'{prefix}.path']}",
                                                    dst_path=tempfile.mkdtemp(prefix="flywheel-onnx-"))
-    model = OnnxModel(path, expected_sha256=mv.tags[f"{prefix}.sha256"], **options)
+    return Path(path), mv.tags[f"{prefix}.sha256"]
+
+
+def load_version(ws: Any, name: str, version: str, *, precision: str = "fp32",
+                 expected_features: list[str] | None = None, **options: Any) -> OnnxModel:
+    """An :class:`OnnxModel` for a registered version's published variant, hash-checked.
+
+    With ``expected_features`` (the pipeline's model inputs), a graph whose inputs differ is
+    refused, naming both lists.
+    """
+    path, sha256 = fetch_variant(ws, name, version, precision)
+    model = OnnxModel(path, expected_sha256=sha256, **options)
     check_inputs(model, expected_features, f"{name} v{version} ({precision})")
     return model
 

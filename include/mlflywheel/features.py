@@ -187,7 +187,9 @@ def rolling_features(frame: pd.DataFrame, view: FeatureViewSpec, *, timestamp: s
     for name in table.columns:
         if "_count_" in name:
             table[name] = table[name].fillna(0).astype("int64")
-    table.insert(1, FEAST_TS, (table.pop("_day") + pd.Timedelta(days=1)).dt.tz_localize("UTC"))
+    # Microseconds, not pandas' nanoseconds: Spark cannot read TIMESTAMP(NANOS) Parquet columns.
+    stamps = (table.pop("_day") + pd.Timedelta(days=1)).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    table.insert(1, FEAST_TS, stamps)
     return table.sort_values([FEAST_TS, entity], kind="stable").reset_index(drop=True)
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflywheel.errors import RegistryError, SchemaMismatch
+from mlflywheel.errors import SchemaMismatch
 
 if TYPE_CHECKING:
     from mlflywheel.config import PipelineConfig
@@ -33,25 +33,20 @@ def score_parquet(config: PipelineConfig, ws: Workspace, *, alias: str, input_pa
     """
     import pyarrow.parquet as pq
 
-    from mlflywheel import tracking
     from mlflywheel.data.io import write_parquet_atomic
-    from mlflywheel.export import load_version
-    from mlflywheel.registry import alias_version
+    from mlflywheel.export import load_version, resolve_alias
 
     name = config.model_name
-    version = alias_version(tracking.client(ws), name, alias)
-    if version is None:
-        raise RegistryError(f"{name}@{alias} does not exist")
-    variant = version.tags.get("flywheel.serve_variant", "onnx-fp32")
-    precision = variant.split("@")[0].removeprefix("onnx-")
-    model = load_version(ws, name, version.version, precision=precision, providers=list(providers),
+    served = resolve_alias(ws, name, alias)
+    variant = served.variant
+    model = load_version(ws, name, served.version, precision=served.precision, providers=list(providers),
                          intra_op_threads=0, expected_features=config.feature_columns)
     if model.provider == "CPUExecutionProvider" and providers[0] != "CPUExecutionProvider":
         log.warning("no GPU provider available: scoring %s on the CPU", input_path)
     source = pq.ParquetFile(str(input_path))
     missing = [c for c in model.inputs if c not in source.schema_arrow.names]
     if missing:
-        raise SchemaMismatch(f"{input_path}: lacks model input column(s) {missing}; {name} v{version.version} "
+        raise SchemaMismatch(f"{input_path}: lacks model input column(s) {missing}; {name} v{served.version} "
                              f"expects {list(model.inputs)}")
     keep = [c for c in dict.fromkeys([config.data.id_column, config.data.entity, config.data.timestamp])
             if c in source.schema_arrow.names]
@@ -68,12 +63,12 @@ def score_parquet(config: PipelineConfig, ws: Workspace, *, alias: str, input_pa
     import pandas as pd
 
     result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*keep, "score", "decision"])
-    result["model_name"], result["model_version"] = name, str(version.version)
+    result["model_name"], result["model_version"] = name, served.version
     result["variant"], result["provider"] = variant, model.provider
     write_parquet_atomic(result, Path(output_path))
     seconds = time.perf_counter() - started
     summary = {"rows": len(result), "output_path": str(output_path), "model_name": name,
-               "model_version": str(version.version), "variant": variant, "provider": model.provider,
+               "model_version": served.version, "variant": variant, "provider": model.provider,
                "unseen_categories": unseen, "seconds": round(seconds, 3),
                "rows_per_s": round(len(result) / seconds) if seconds and len(result) else 0}
     log.info("scored %s", summary)

@@ -91,6 +91,16 @@ class Workspace:
         return self.home / "reports"
 
     @cached_property
+    def predictions_root(self) -> Path:
+        """Batch predictions: ``<pipeline>/ds=YYYY-MM-DD/`` partitions, each with a ``_manifest.json``."""
+        return _env_path("FLYWHEEL_PREDICTIONS_ROOT", self.home / "predictions")
+
+    @cached_property
+    def quarantine_root(self) -> Path:
+        """Rows batch scoring refused, by pipeline and day, with the reason per row."""
+        return self.home / "quarantine"
+
+    @cached_property
     def airflow_home(self) -> Path:
         return _env_path("AIRFLOW_HOME", self.home / "airflow")
 
