@@ -56,3 +56,7 @@ class SchemaMismatch(FlywheelError):
 
 class ParityError(FlywheelError):
     """An exported model does not reproduce the native model within the configured limits."""
+
+
+class DriftInputError(FlywheelError):
+    """The drift monitor's inputs cannot be compared: a missing reference, column or label file."""

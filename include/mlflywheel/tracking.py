@@ -61,21 +61,21 @@ def active(ws: Workspace) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def experiment_id(mlflow_client: MlflowClient, ws: Workspace, config: PipelineConfig) -> str:
-    """The pipeline's experiment (``flywheel/<pipeline>``), created on first use.
+def experiment_id(mlflow_client: MlflowClient, ws: Workspace, config: PipelineConfig, suffix: str = "") -> str:
+    """The pipeline's experiment (``flywheel/<pipeline>``, or ``flywheel/<pipeline>/<suffix>``), created on first use.
 
     With the embedded store the artifact location is set under the workspace, never the
     current directory; a tracking server keeps its own default unless
     ``FLYWHEEL_ARTIFACT_ROOT`` says otherwise.
     """
 
-    name = f"flywheel/{config.name}"
+    name = f"flywheel/{config.name}" + (f"/{suffix}" if suffix else "")
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = None
     if ws.tracking_uri.startswith(("sqlite:", "file:")) or os.environ.get("FLYWHEEL_ARTIFACT_ROOT"):
-        location = f"{ws.artifact_root.rstrip('/')}/{config.name}"
+        location = f"{ws.artifact_root.rstrip('/')}/{config.name}" + (f"/{suffix}" if suffix else "")
     try:
         return mlflow_client.create_experiment(name, artifact_location=location,
                                                tags={TAG_PIPELINE: config.name})
