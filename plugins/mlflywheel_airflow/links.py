@@ -57,3 +57,11 @@ class MlflowModelVersionLink(_MlflowLink):
     name = "MLflow model version"
     path = "#/models/{name}/versions/{version}"
     keys = ("name", "version")
+
+
+class DriftReportLink(_MlflowLink):
+    """The Evidently drift report of this check, in its MLflow run's artifacts."""
+
+    name = "Drift report"
+    path = "#/experiments/{experiment_id}/runs/{run_id}/artifactPath/drift/report.html"
+    keys = ("experiment_id", "run_id", "report_uri")

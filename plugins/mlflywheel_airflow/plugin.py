@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from mlflywheel_airflow.links import MlflowModelVersionLink, MlflowRunLink
+from mlflywheel_airflow.links import DriftReportLink, MlflowModelVersionLink, MlflowRunLink
 
 
 class FlywheelPlugin(AirflowPlugin):
     name = "mlflywheel"
-    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink()]
+    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink(), DriftReportLink()]

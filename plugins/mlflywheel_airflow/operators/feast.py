@@ -19,7 +19,8 @@ class MaterializeFeaturesOperator(PipelineOperator):
     end, and write the training window's point-in-time frame as a snapshot with a digest.
 
     :param window_days: training window in days; empty means the pipeline's
-        ``training.window_days`` (templated)
+        ``training.window_days``; a run triggered by the drift asset uses the event's
+        ``retrain_window_days`` (``drift.retrain_window_days``) instead (templated)
     :param feast_conn_id: Feast repo connection (default ``feast_default``; absent means the
         project's ``feature_repo/``)
 
@@ -56,9 +57,15 @@ class MaterializeFeaturesOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel import tracking
         from mlflywheel.features import materialize_and_snapshot
+        from mlflywheel_airflow.operators.drift import drift_trigger_extras
 
         start, end = self.interval()
         window = self.resolved_window()
+        drift_events = drift_trigger_extras(context, self.config.drift_asset_uri)
+        if drift_events and drift_events[-1].get("retrain_window_days"):
+            # A drift-triggered run trains on the recent window the drift monitor asked for.
+            window = int(drift_events[-1]["retrain_window_days"])
+            self.log.info("drift-triggered (%s): training window %d days", drift_events[-1].get("reason"), window)
         result = self.call_core(materialize_and_snapshot, self.config, self.hook.workspace(),
                                 interval_end=end, window_days=window)
         result["snapshot"]["window_days"] = window
