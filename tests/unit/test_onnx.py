@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import numpy as np
@@ -11,12 +10,12 @@ import pandas as pd
 import pytest
 
 from mlflywheel.config import ExportSpec, ParityLimits
-from mlflywheel.data.generate import generate_ctr_day
 from mlflywheel.errors import ConfigError, ModelIntegrityError, ParityError, SchemaMismatch
 from mlflywheel.export import export_onnx, export_variants, parity
 from mlflywheel.runtime import OnnxModel, resolve_providers
 from mlflywheel.train.core import model_inputs
 from mlflywheel.train.sklearn import build
+from tests import helpers
 
 pytestmark = pytest.mark.unit
 LOOSE = ParityLimits(max_abs_diff=1.0, min_decision_agreement=0.0, max_metric_delta=1.0)
@@ -25,27 +24,12 @@ IMPOSSIBLE = ParityLimits(max_abs_diff=0.0, min_decision_agreement=1.0, max_metr
 
 @pytest.fixture(scope="module")
 def ctr_frame():
-    frame = pd.concat([generate_ctr_day(dt.date(2026, 5, 1) + dt.timedelta(days=i)) for i in range(3)],
-                      ignore_index=True)
-    # the view's features, made up for a self-contained model
-    rng = np.random.default_rng(0)
-    frame["clicked_count_1d"] = rng.integers(0, 20, len(frame))
-    frame["clicked_count_7d"] = rng.integers(0, 100, len(frame))
-    frame["clicked_mean_7d"] = np.where(rng.random(len(frame)) < 0.1, np.nan, rng.random(len(frame)) * 0.1)
-    frame["bid_price_mean_7d"] = frame["bid_price"] * 1.1
-    return frame
+    return helpers.ctr_frame()
 
 
 @pytest.fixture(scope="module")
 def hgb(ctr_frame):
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.settings import project_root
-
-    config = load_pipeline(project_root() / "include" / "pipelines" / "ctr.yaml")
-    config = config.model_copy(update={"training": config.training.model_copy(
-        update={"trainer": "sklearn_hgb", "params": {"max_iter": 30}})})
-    estimator = build(config.training).fit(model_inputs(ctr_frame, config), ctr_frame["clicked"])
-    return config, estimator
+    return helpers.ctr_hgb(ctr_frame)
 
 
 def _mlp(config, frame):

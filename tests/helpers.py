@@ -1,0 +1,150 @@
+"""Small models for tests: a CTR HistGradientBoosting fitted in a second, exported to ONNX and
+registered with the same version tags ``export_quantize`` writes, without a training run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlflywheel.data.generate import generate_ctr_day
+
+
+def ctr_frame(days: int = 3) -> pd.DataFrame:
+    """A few days of CTR impressions with made-up values of the ``ad_stats`` view's features."""
+    frame = pd.concat([generate_ctr_day(dt.date(2026, 5, 1) + dt.timedelta(days=i)) for i in range(days)],
+                      ignore_index=True)
+    rng = np.random.default_rng(0)
+    frame["clicked_count_1d"] = rng.integers(0, 20, len(frame))
+    frame["clicked_count_7d"] = rng.integers(0, 100, len(frame))
+    frame["clicked_mean_7d"] = np.where(rng.random(len(frame)) < 0.1, np.nan, rng.random(len(frame)) * 0.1)
+    frame["bid_price_mean_7d"] = frame["bid_price"] * 1.1
+    return frame
+
+
+def ctr_hgb(frame: pd.DataFrame, max_iter: int = 30) -> tuple[Any, Any]:
+    """The ``ctr`` pipeline config switched to HistGradientBoosting, and the model fitted on ``frame``."""
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.settings import project_root
+    from mlflywheel.train.core import model_inputs
+    from mlflywheel.train.sklearn import build
+
+    config = load_pipeline(project_root() / "include" / "pipelines" / "ctr.yaml")
+    config = config.model_copy(update={"training": config.training.model_copy(
+        update={"trainer": "sklearn_hgb", "params": {"max_iter": max_iter}})})
+    estimator = build(config.training).fit(model_inputs(frame, config), frame["clicked"])
+    return config, estimator
+
+
+def save_onnx(estimator: Any, config: Any, path: Path) -> Path:
+    """``estimator`` exported as the pipeline's ONNX graph at ``path``."""
+    import onnx
+
+    from mlflywheel.export import export_onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(export_onnx(estimator, config), str(path))
+    return path
+
+
+def publish_onnx_version(ws: Any, config: Any, onnx_path: Path, *, sha256: str | None = None,
+                         aliases: tuple[str, ...] = ()) -> str:
+    """Register a version whose logged model holds ``onnx_path`` as ``onnx/model-fp32.onnx``.
+
+    Tags are the ones ``export_version`` writes; ``sha256`` overrides the recorded hash (to
+    make a version whose file does not match its record). Returns the version number.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from mlflywheel import tracking
+    from mlflywheel.runtime import sha256_file
+
+    client = tracking.client(ws)
+    name = config.model_name
+    with tracking.active(ws):
+        experiment = tracking.experiment_id(client, ws, config)
+        logged = client.create_logged_model(experiment_id=experiment, name="model")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "onnx").mkdir()
+            shutil.copy(onnx_path, Path(tmp) / "onnx" / "model-fp32.onnx")
+            client.log_model_artifacts(logged.model_id, tmp)
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        tags = {"flywheel.onnx.fp32.published": "true", "flywheel.onnx.fp32.path": "onnx/model-fp32.onnx",
+                "flywheel.onnx.fp32.sha256": sha256 or sha256_file(onnx_path),
+                "flywheel.serve_variant": "onnx-fp32@CPU"}
+        version = client.create_model_version(name, source=f"models:/{logged.model_id}", tags=tags,
+                                              model_id=logged.model_id).version
+        for alias in aliases:
+            client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
+class StaticSource:
+    """A registry in memory: aliases and tags set by the test, versions served from ONNX files.
+
+    Loading goes through the real :class:`OnnxModel` with the recorded hash, as the MLflow
+    source does; only the registry round trip is left out.
+    """
+
+    def __init__(self, model_name: str, files: dict[str, Path], hashes: dict[str, str] | None = None) -> None:
+        self.model_name, self.files, self.hashes = model_name, dict(files), dict(hashes or {})
+        self.aliases: dict[str, str] = {}
+        self.tags: dict[str, str] = {}
+        self.loads: list[str] = []
+
+    def state(self) -> tuple[dict[str, str], dict[str, str]]:
+        return dict(self.aliases), dict(self.tags)
+
+    def load(self, version: str) -> Any:
+        from mlflywheel.runtime import OnnxModel, sha256_file
+        from mlflywheel.serving.models import Loaded
+
+        self.loads.append(version)
+        path = self.files[version]
+        model = OnnxModel(path, expected_sha256=self.hashes.get(version, sha256_file(path)),
+                          providers=["CPUExecutionProvider"])
+        return Loaded(version=version, model=model, variant="onnx-fp32@CPU")
+
+
+@contextmanager
+def running_server(ctr: SimpleNamespace, log_path: Path, *, aliases: dict[str, str] | None = None,
+                   tags: dict[str, str] | None = None, online: Any = None, **spec: Any) -> Iterator[SimpleNamespace]:
+    """A :class:`ModelServer` on a :class:`StaticSource`, started through Starlette's TestClient."""
+    from starlette.testclient import TestClient
+
+    from mlflywheel.serving.app import ModelServer
+    from mlflywheel.serving.contract import build_contract
+    from mlflywheel.serving.predlog import PredictionLog
+    from mlflywheel.settings import Workspace
+    from mlflywheel.validate import load_suite
+
+    config = ctr.config
+    serving = config.serving.model_copy(update={"feast_lookup": online is not None, "poll_interval_s": 3600, **spec})
+    suite = load_suite(Workspace.from_env().expectations_dir, config.validation.suite)
+    contract = build_contract(config, suite, feast_lookup=serving.feast_lookup, max_rows=serving.max_rows)
+    source = StaticSource(config.model_name, ctr.files)
+    source.aliases = dict(aliases or {"champion": "1"})
+    source.tags = dict(tags or {})
+    server = ModelServer(config.model_name, source, contract, PredictionLog(log_path), serving, online=online)
+    with TestClient(server.app()) as client:
+        yield SimpleNamespace(server=server, source=source, client=client, log_path=log_path)
+
+
+def ctr_record(ad_id: int = 7, **changes: Any) -> dict[str, Any]:
+    """A valid /predict record of the CTR pipeline with the Feast lookup off (every input given)."""
+    record = {"ad_id": ad_id, "placement": "feed", "device": "ios", "position": 2, "bid_price": 1.5,
+              "clicked_count_1d": 3, "clicked_count_7d": 10, "clicked_mean_7d": 0.05, "bid_price_mean_7d": None}
+    record.update(changes)
+    return record
