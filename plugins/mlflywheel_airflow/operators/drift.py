@@ -86,8 +86,10 @@ class DriftCheckOperator(PipelineOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.drift.check import run_drift_check
+        from mlflywheel_airflow.operators._base import _parse_time
 
-        _, as_of = self.interval()
+        # A cron-triggered check has a point, not an interval: the check time is its end.
+        as_of = _parse_time(self.interval_end, "interval_end")
         result = self.call_core(run_drift_check, self.config, self.workspace(), as_of=as_of,
                                 window=self.resolved_window(), reference=str(self.reference or "champion"))
         log = self.log.warning if result["decision"] in ("retrain", "suppressed") else self.log.info
