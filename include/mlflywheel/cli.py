@@ -193,6 +193,31 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import yaml
+
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.serving.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ws = Workspace.from_env().ensure()
+    config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --set expects KEY=VALUE, found {item!r}", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = yaml.safe_load(value)
+    if args.no_feast:
+        overrides["feast_lookup"] = False
+    if args.log_path:
+        overrides["log_path"] = args.log_path
+    return serve(config, ws, host=args.host, port=args.port, **overrides)
+
+
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     ws = Workspace.from_env().ensure()
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
@@ -240,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--batch-size", type=int, default=65536)
     infer.add_argument("--cpu", action="store_true", help="do not try a GPU")
     infer.set_defaults(func=cmd_infer)
+
+    srv = sub.add_parser("serve", help="the online model server: @champion/@canary from the registry, ONNX only")
+    srv.add_argument("--pipeline", default="fraud")
+    srv.add_argument("--host", help="bind address (default: serving.host, 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port (default: serving.port, 8080)")
+    srv.add_argument("--no-feast", action="store_true", help="records carry every model input (no online lookup)")
+    srv.add_argument("--log-path", help="prediction log (default: $FLYWHEEL_HOME/serving/<pipeline>/predictions.db)")
+    srv.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a serving setting of the pipeline config (repeatable), e.g. max_batch_size=32")
+    srv.set_defaults(func=cmd_serve)
 
     env = sub.add_parser("env", help="print the environment for running airflow/mlflow on this workspace")
     env.set_defaults(func=cmd_env)
