@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,6 +33,13 @@ def store_lookup(calls=None):
         return [STORE.get(i) for i in ids]
 
     return CachedLookup(fetch, list(STORE[7]), ttl_s=60)
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def request_part(record):
@@ -105,6 +114,8 @@ def test_shadow_is_logged_and_compared_but_never_returned(serve_ctr):
     with serve_ctr(aliases={"champion": "1", "challenger": "2"}, tags={"flywheel.serving_mode": "shadow"}) as s:
         answers = [s.client.post("/predict", json={"records": [ctr_record(i)]},
                                  headers={"x-request-id": f"r{i}"}).json() for i in range(1, 21)]
+        shadow_ok = s.server.metrics.shadow.labels("2", "ok")
+        wait_until(lambda: shadow_ok._value.get() == 20)  # shadow copies finish after the answers
         challenger = s.server.watcher.current.models["challenger"]
 
         def broken(batch):
@@ -112,6 +123,7 @@ def test_shadow_is_logged_and_compared_but_never_returned(serve_ctr):
 
         challenger.model.predict_proba = broken  # a failing shadow must not reach the caller
         failing = s.client.post("/predict", json={"records": [ctr_record(50)]})
+        wait_until(lambda: s.server.metrics.shadow.labels("2", "failed")._value.get() == 1)
         metrics = s.client.get("/metrics").text
     assert {(a["predictions"][0]["model_version"], a["predictions"][0]["role"]) for a in answers} == {("1", "champion")}
     assert failing.status_code == 200 and failing.json()["predictions"][0]["role"] == "champion"
@@ -218,3 +230,19 @@ def test_metrics_cover_requests_latency_scores_queue_and_batches(serve_ctr):
                  "flywheel_serving_queue_depth 0.0", "flywheel_serving_ready 1.0",
                  "flywheel_serving_prediction_log_rows_total 2.0"]:
         assert line in text, line
+
+
+def test_a_failing_model_is_a_500_charged_to_its_version(serve_ctr):
+    with serve_ctr(aliases={"champion": "1", "canary": "2"}, tags={"flywheel.canary_weight": "100"}) as s:
+        def broken(batch):
+            raise RuntimeError("canary crashed")
+
+        s.server.watcher.current.models["canary"].model.predict_proba = broken
+        failed = s.client.post("/predict", json={"records": [ctr_record()]})
+        metrics = s.client.get("/metrics").text
+    assert failed.status_code == 500
+    assert failed.json() == {"code": "model_error", "field": None,
+                             "message": "ctr v2 failed: RuntimeError: canary crashed"}
+    assert 'flywheel_serving_requests_total{code="500",role="canary",route="/predict",version="2"} 1.0' in metrics
+    assert 'flywheel_serving_errors_total{code="model_error",route="/predict",version="2"} 1.0' in metrics
+    assert read_predictions(s.log_path).empty

@@ -198,12 +198,14 @@ class ModelServer:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # --- scoring -----------------------------------------------------------------------
-    def _refuse(self, exc: RequestError, route_name: str, started: float | None = None) -> Response:
-        self.metrics.rejected.labels(route_name, exc.code).inc()
-        self.metrics.errors.labels(route_name, "none", exc.code).inc()
-        self.metrics.requests.labels(route_name, "none", "none", str(exc.status)).inc()
+    def _refuse(self, exc: RequestError, route_name: str, started: float | None = None, *,
+                version: str = "none", role: str = "none") -> Response:
+        if exc.status < 500 or exc.code in ("queue_full", "not_ready"):
+            self.metrics.rejected.labels(route_name, exc.code).inc()
+        self.metrics.errors.labels(route_name, version, exc.code).inc()
+        self.metrics.requests.labels(route_name, version, role, str(exc.status)).inc()
         if started is not None:
-            self.metrics.latency.labels(route_name, "none", "none").observe(time.perf_counter() - started)
+            self.metrics.latency.labels(route_name, version, role).observe(time.perf_counter() - started)
         headers = dict(exc.headers)
         if exc.status == 503:
             headers.setdefault("Retry-After", str(self.spec.retry_after_s))
@@ -241,6 +243,26 @@ class ModelServer:
             return [self.batcher.submit(job) for job in jobs]  # type: ignore[misc]
         except QueueFull as exc:
             raise RequestError(503, "queue_full", str(exc)) from None
+
+    async def _gather(self, futures: list[asyncio.Future], jobs: list[Job], route_name: str,
+                      started: float) -> list[Any] | Response:
+        """The jobs' results, or the error answer of the first job that failed, counted against its version.
+
+        A model that raises is a 500 ``model_error`` charged to that version and role, so the
+        rollout analysis sees a failing canary as the canary's errors.
+        """
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for job, result in zip(jobs, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            version, role = job.payload.model.version, job.payload.role
+            if not isinstance(result, RequestError):
+                log.error("%s v%s (@%s) failed on request %s: %r", self.model_name, version, role,
+                          job.payload.request_id, result)
+                result = RequestError(500, "model_error", f"{self.model_name} v{version} failed: "
+                                                          f"{type(result).__name__}: {result}"[:500])
+            return self._refuse(result, route_name, started, version=version, role=role)
+        return results
 
     def _champion(self) -> None:
         if CHAMPION not in self.watcher.current.models:
@@ -282,7 +304,9 @@ class ModelServer:
             futures = self._submit_all(jobs)
             self.batcher.arriving -= 1
             arriving = False
-            results = await asyncio.gather(*futures)
+            results = await self._gather(futures, jobs, PREDICT, started)
+            if isinstance(results, Response):
+                return results
             out: list[dict[str, Any] | None] = [None] * len(parsed.records)
             for job, result in zip(jobs, results, strict=True):
                 p = job.payload
@@ -354,7 +378,10 @@ class ModelServer:
             (future,) = self._submit_all([job])
             self.batcher.arriving -= 1
             arriving = False
-            result = await future
+            gathered = await self._gather([future], [job], INFER, started)
+            if isinstance(gathered, Response):
+                return gathered
+            (result,) = gathered
             self._account(INFER, {job.payload.role: loaded.version}, started)
             return _json({"model_name": self.model_name, "model_version": loaded.version, "id": request_id,
                           "parameters": {"role": job.payload.role},
