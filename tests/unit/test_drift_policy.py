@@ -148,3 +148,34 @@ def test_labels_land_after_their_delay(tmp_path, monkeypatch, pipeline_config):
     assert (labels["label_timestamp"] <= pd.Timestamp(as_of)).all()
     landed = pd.read_parquet(next((tmp_path / "labels").rglob("events-2026-06-01.parquet")))
     assert set(landed.columns) == {"transaction_id", "is_fraud", "label_timestamp"}
+
+
+def test_a_metric_without_baseline_is_a_note_never_a_trigger(pipeline_config):
+    config = pipeline_config("fraud")
+    rows, scores, labels = _live_rows(np.random.default_rng(2), 5000, informative=False)
+    live = judge_live(config, rows=rows, scores=scores, labels=labels, days=[dt.date(2026, 6, 2)],
+                      coverage={"2026-06-02": 1.0}, baseline={"roc_auc": 0.5}, baseline_source="v.json",
+                      reference_label_rate=float(labels["is_fraud"].mean()))
+    assert live["notes"] == ["pr_auc: the champion's gate verdict has no baseline (v.json)"]
+    assert policy.find_triggers(config, [], None, live) == ([], [])
+
+
+def test_drift_config_is_strict_and_consistent(tmp_path):
+    import yaml
+
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.errors import ConfigError
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "include" / "pipelines" / "fraud.yaml").read_text())
+    assert load_pipeline(ROOT / "include" / "pipelines" / "fraud.yaml").drift.schedule == "0 * * * *"
+    for drift, message in [({"cooldown": 3}, "key 'drift.cooldown': unknown key"),
+                           ({"key_features": ["age_band"]}, "drift.key_features ['age_band'] are not model inputs"),
+                           ({"schedule": "hourly"}, "expected a 5-field cron expression"),
+                           ({"live": {"max_drop": {"f1": 0.1}}}, "unknown live metric(s) ['f1']"),
+                           ({"retrain_window_days": 4}, "drift.retrain_window_days (4) must exceed")]:
+        path = tmp_path / "fraud.yaml"
+        path.write_text(yaml.safe_dump({**raw, "drift": drift}))
+        with pytest.raises(ConfigError) as err:
+            load_pipeline(path)
+        assert message in str(err.value), (drift, str(err.value))

@@ -217,7 +217,8 @@ def summary(verdict: dict[str, Any]) -> dict[str, Any]:
             "experiment_id", "retrain_window_days", "history_png")
     out = {k: verdict.get(k) for k in keys}
     live = verdict.get("live") or {}
-    out["live"] = {k: live.get(k) for k in ("status", "metrics", "baseline", "drops", "days", "label_rate")
+    out["live"] = {k: live.get(k) for k in ("status", "detail", "metrics", "baseline", "drops", "days", "label_rate",
+                                            "notes")
                    if live.get(k) is not None}
     out["reference"] = {k: verdict["reference"][k] for k in ("digest", "model_name", "version")}
     out["window"] = verdict["window"]

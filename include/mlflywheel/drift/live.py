@@ -55,11 +55,12 @@ def label_coverage(config: PipelineConfig, ws: Workspace, as_of: dt.datetime, *,
                 after + dt.timedelta(days=1))
     candidates = [d for d in available_days(config, ws) if first <= d < today]
     labels = read_labels(config, ws, since=first, as_of=as_of)
-    labeled = set(labels[config.data.id_column].astype(str))
+    labeled = labels[config.data.id_column].astype(str).to_numpy()
     coverage: dict[str, float] = {}
     for day in candidates:
-        ids = pq.read_table(partition_path(config, ws, day), columns=[config.data.id_column]).column(0).to_pylist()
-        coverage[day.isoformat()] = (sum(str(i) in labeled for i in ids) / len(ids)) if ids else 0.0
+        ids = pq.read_table(partition_path(config, ws, day), columns=[config.data.id_column]).column(0)
+        ids = ids.to_pandas().astype(str)
+        coverage[day.isoformat()] = float(ids.isin(labeled).mean()) if len(ids) else 0.0
     ready = [d for d in candidates if coverage[d.isoformat()] >= live.min_label_coverage]
     return ready[-live.window_days:], coverage, labels
 
@@ -89,7 +90,7 @@ def judge_live(config: PipelineConfig, *, rows: pd.DataFrame, scores: np.ndarray
 
     Returns a JSON-safe dict: ``status`` (``evaluated``, ``insufficient_labels``,
     ``no_baseline``), ``metrics``, ``baseline``, ``reasons`` (empty when healthy),
-    ``label_rate`` (reference vs live).
+    ``notes`` (what could not be judged), ``label_rate`` (reference vs live).
     """
 
     from mlflywheel.evaluate import classification_metrics
@@ -97,7 +98,7 @@ def judge_live(config: PipelineConfig, *, rows: pd.DataFrame, scores: np.ndarray
     live = config.drift.live
     data = config.data
     out: dict[str, Any] = {"days": [d.isoformat() for d in days], "coverage": coverage, "reasons": [],
-                           "baseline_source": baseline_source, "baseline": baseline, "metrics": {}}
+                           "notes": [], "baseline_source": baseline_source, "baseline": baseline, "metrics": {}}
     if not days:
         out.update(status="insufficient_labels",
                    detail=f"no day after the champion's training window and before the check has >= "
@@ -135,8 +136,8 @@ def judge_live(config: PipelineConfig, *, rows: pd.DataFrame, scores: np.ndarray
         return out
     out["status"] = "evaluated"
     for name, limit in live.max_drop.items():
-        if name not in baseline:
-            out["reasons"].append(f"{name}: the champion's gate verdict has no baseline ({baseline_source})")
+        if name not in baseline:  # cannot judge this metric: a note, never a trigger
+            out["notes"].append(f"{name}: the champion's gate verdict has no baseline ({baseline_source})")
             continue
         drop = baseline[name] - metrics[name]
         out.setdefault("drops", {})[name] = round(drop, 6)
