@@ -13,6 +13,7 @@ Adding a model is adding a YAML (plus its Feast view and expectation suite), no 
 | `register` | model version found by run key (never twice), alias `challenger` (first model: `champion`) | |
 | `export_quantize` | ONNX fp32 (+ INT8 where the graph has MatMul/Gemm), parity-checked, added to the version | fp32 off parity fails with the numbers |
 | `benchmark` | ONNX variants vs the native model (latency p50/p95/p99, rows/s by batch), SLA, variant to serve | an SLA miss skips what follows |
+| `batch_score` | Spark job: the interval's rows scored with `@champion`, one Parquet partition per day with a manifest | runs even when a gate said no (the champion still scores); bad data fails without retries |
 
 **Schedule**: nightly cron, or as soon as the drift monitor emits `flywheel://<pipeline>/drift`.
 **Manual runs**: set the training window and a note in the trigger form.
@@ -29,6 +30,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, P
 from mlflywheel.config import PipelineConfig, load_pipelines
 from mlflywheel.settings import Workspace
 from mlflywheel_airflow.operators import (
+    BatchScoreOperator,
     BenchmarkOperator,
     EvaluateGateOperator,
     ExportQuantizeOperator,
@@ -40,6 +42,7 @@ from mlflywheel_airflow.operators import (
 
 MLFLOW_CONN_ID = "mlflow_default"
 FEAST_CONN_ID = "feast_default"
+SPARK_CONN_ID = "spark_default"
 
 TASK_DOCS = {
     "validate": "Runs the pipeline's Great Expectations suite on the landing data of the data interval. "
@@ -57,6 +60,10 @@ TASK_DOCS = {
                        "(onnx flavor, hashes and parity as version tags).",
     "benchmark": "Measures the ONNX variants on each available provider next to the native model, checks the "
                  "SLA on the serving provider and records the variant to serve; chart and table in MLflow.",
+    "batch_score": "spark-submit of the batch job (connection `spark_default`, `local[*]` without one): joins the "
+                   "interval's landing rows to the Feast offline features point-in-time, quarantines invalid rows, "
+                   "scores with `@champion` through ONNX Runtime and publishes `predictions/<pipeline>/ds=<day>/` "
+                   "atomically with a `_manifest.json`. Runs when a gate skipped the steps before it.",
 }
 
 
@@ -105,7 +112,10 @@ def build_train_dag(config: PipelineConfig) -> DAG:
                                         registered=register.output, mlflow_conn_id=MLFLOW_CONN_ID, **common)
         benchmark = BenchmarkOperator(task_id="benchmark", doc_md=TASK_DOCS["benchmark"], exported=export.output,
                                       mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        validate >> materialize >> train >> gate >> register >> export >> benchmark
+        batch_score = BatchScoreOperator(task_id="batch_score", doc_md=TASK_DOCS["batch_score"],
+                                         conn_id=SPARK_CONN_ID, mlflow_conn_id=MLFLOW_CONN_ID,
+                                         trigger_rule="none_failed", **common)
+        validate >> materialize >> train >> gate >> register >> export >> benchmark >> batch_score
     return dag
 
 

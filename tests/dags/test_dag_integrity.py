@@ -10,7 +10,8 @@ from mlflywheel.config import APPROVED_TAGS, load_pipelines
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = load_pipelines(ROOT / "include" / "pipelines")
-TASKS = ["validate", "feature_materialize", "train", "evaluate_gate", "register", "export_quantize", "benchmark"]
+TASKS = ["validate", "feature_materialize", "train", "evaluate_gate", "register", "export_quantize", "benchmark",
+         "batch_score"]
 pytestmark = pytest.mark.dags
 
 
@@ -36,6 +37,9 @@ def test_task_graph_is_the_documented_chain(dagbag, config):
     for upstream, downstream in zip(TASKS, TASKS[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     assert dag.get_task(TASKS[-1]).downstream_task_ids == set()
+    # the champion still scores the day when a gate skipped the steps before batch_score
+    assert dag.get_task("batch_score").trigger_rule == "none_failed"
+    assert dag.get_task("batch_score")._conn_id == "spark_default"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -77,7 +78,7 @@ def test_first_run_registers_a_champion(fraud):
     assert state == "success", states
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the workspace's store did not leak
     assert states == dict.fromkeys(["validate", "feature_materialize", "train", "evaluate_gate", "register",
-                                    "export_quantize", "benchmark"], "success")
+                                    "export_quantize", "benchmark", "batch_score"], "success")
     (version,) = _versions(ws, config)
     client = tracking.client(ws)
     mv = client.get_model_version(config.model_name, version.version)
@@ -122,6 +123,14 @@ def test_first_run_registers_a_champion(fraud):
     bench = json.loads(Path(client.download_artifacts(mv.run_id, "benchmark/verdict.json")).read_text())
     assert {r["variant"] for r in bench["results"]} == {"native", "onnx-fp32@CPU"}
     assert {r["batch_size"] for r in bench["results"]} == {1, 32, 1024, 65536}
+    # batch_score: the interval's day scored with @champion by spark-submit, published with its manifest
+    manifest = json.loads((ws.predictions_root / config.name / f"ds={LAST_DAY}" / "_manifest.json").read_text())
+    landing_rows = len(pd.read_parquet(partition_path(config, ws, LAST_DAY)))
+    assert manifest["rows"] + manifest["quarantined_rows"] == manifest["input_rows"] == landing_rows
+    assert manifest["model_version"] == str(mv.version) and manifest["variant"] == "onnx-fp32@CPU"
+    predictions = pd.read_parquet(ws.predictions_root / config.name / f"ds={LAST_DAY}")
+    assert len(predictions) == manifest["rows"] and predictions[config.data.id_column].is_unique
+    assert set(predictions["model_version"]) == {str(mv.version)} and set(predictions["run_id"]) == {mv.run_id}
 
 
 def test_rerun_of_the_same_interval_makes_no_new_version(fraud):
@@ -139,16 +148,13 @@ def test_bad_landing_data_stops_before_training_and_keeps_the_champion(fraud):
     ws, config, _, _ = fraud
     champion_before = tracking.client(ws).get_model_version_by_alias(config.model_name, "champion").version
     path = partition_path(config, ws, LAST_DAY + dt.timedelta(days=1))
-    import pandas as pd
-
     write_parquet_atomic(inject_bad_data(pd.read_parquet(path), "duplicate_ids", id_column=config.data.id_column,
                                          timestamp=config.data.timestamp), path)
     state, states = _run(config, LOGICAL + dt.timedelta(days=1))
     assert state == "failed"
     assert states["validate"] == "failed"
     assert {states[t] for t in ("feature_materialize", "train", "evaluate_gate", "register", "export_quantize",
-                                 "benchmark")} == {
-        "upstream_failed"}
+                                 "benchmark", "batch_score")} == {"upstream_failed"}
     assert len(_versions(ws, config)) == 1
     assert tracking.client(ws).get_model_version_by_alias(config.model_name, "champion").version == champion_before
     result = json.loads((ws.reports_dir / config.name / "validation" / "2026-06-02_2026-06-02.json").read_text())
@@ -170,9 +176,12 @@ def strict_fraud(tmp_path_factory, airflow_db):
 
 def test_gate_rejection_is_a_decision_that_skips_register(strict_fraud):
     ws, config, (state, states) = strict_fraud
-    assert state == "success"
     assert states["evaluate_gate"] == "success"
     assert states["register"] == states["export_quantize"] == states["benchmark"] == "skipped"
+    # batch_score still runs after a rejection (the champion scores the day), but no model was ever
+    # approved here: there is no @champion to score with, which fails the run loudly.
+    assert states["batch_score"] == "failed" and state == "failed"
+    assert not (ws.predictions_root / config.name).exists()
     client = tracking.client(ws)
     assert client.search_model_versions(f"name = '{config.model_name}'") == []
     experiment = client.get_experiment_by_name(f"flywheel/{config.name}")
@@ -196,8 +205,6 @@ def test_second_dataset_runs_through_the_same_factory(tmp_path_factory, airflow_
 
 
 def test_inference_scores_with_the_alias_on_cpu_without_failing(fraud, tmp_path):
-    import pandas as pd
-
     from mlflywheel.errors import RegistryError, SchemaMismatch
     from mlflywheel.export import load_version
     from mlflywheel.infer import score_parquet

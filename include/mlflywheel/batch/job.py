@@ -150,15 +150,17 @@ def _reasons(frame: DataFrame, required: list[str], numeric_as_text: list[str]) 
     kinds = {f.name: f.dataType for f in frame.schema.fields}
     checks = []
     for column in numeric_as_text:
-        parsed = F.expr(f"try_cast(`{column}` AS DOUBLE)")
-        checks.append(F.when(F.col(column).isNotNull() & parsed.isNull(), F.lit(f"not_a_number:{column}")))
-        frame = frame.withColumn(f"_raw_{column}", F.col(column)).withColumn(column, parsed)
+        raw = F.col(f"_raw_{column}")
+        frame = frame.withColumn(f"_raw_{column}", F.col(column)).withColumn(
+            column, F.expr(f"try_cast(`_raw_{column}` AS DOUBLE)"))
+        checks.append(F.when(raw.isNotNull() & F.col(column).isNull(), F.lit(f"not_a_number:{column}")))
     for column in required:
-        missing = F.col(column).isNull()
-        if isinstance(kinds.get(column), (T.FloatType, T.DoubleType)) or column in numeric_as_text:
-            missing = missing | F.isnan(F.col(column))
         if column in numeric_as_text:
-            missing = F.col(f"_raw_{column}").isNull()
+            missing = F.col(f"_raw_{column}").isNull() | F.isnan(F.col(column))
+        elif isinstance(kinds.get(column), (T.FloatType, T.DoubleType)):
+            missing = F.col(column).isNull() | F.isnan(F.col(column))
+        else:
+            missing = F.col(column).isNull()
         checks.append(F.when(missing, F.lit(f"null:{column}")))
     reason = F.concat_ws(",", *checks) if checks else F.lit("")
     return frame.withColumn("_reason", F.when(reason == "", None).otherwise(reason))

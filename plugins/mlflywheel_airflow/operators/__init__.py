@@ -11,8 +11,9 @@ from mlflywheel_airflow.operators.onnx import (
            ExportQuantizeOperator,
            OnnxInferenceOperator,
 )
+from mlflywheel_airflow.operators.spark import BatchScoreOperator
 from mlflywheel_airflow.operators.validation import ValidateDataOperator
 
-__all__ = ["BenchmarkOperator", "EvaluateGateOperator", "ExportQuantizeOperator", "MaterializeFeaturesOperator", "OnnxInferenceOperator",
+__all__ = ["BatchScoreOperator", "BenchmarkOperator", "EvaluateGateOperator", "ExportQuantizeOperator", "MaterializeFeaturesOperator", "OnnxInferenceOperator",
            "RegisterModelOperator",
            "TrainModelOperator", "ValidateDataOperator"]

@@ -76,8 +76,17 @@ def check_if_exists(value: str, allowed: Sequence[str]) -> str:
 
 
 def skip_downstream(operator: Any, context: Context) -> list[str]:
-    """Skip every task after ``operator`` in this run (a gate said no); returns their ids."""
-    downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
+    """Skip the tasks after ``operator`` in this run (a gate said no); returns their ids.
+
+    A task whose trigger rule tolerates skipped upstreams (``batch_score`` runs with
+    ``none_failed``: the champion still scores the day when a challenger is rejected) is
+    left to the scheduler, and so is everything after it.
+    """
+    relatives = context["task"].get_flat_relatives(upstream=False)
+    tolerant = [t for t in relatives if getattr(t.trigger_rule, "value", t.trigger_rule) != "all_success"]
+    spared = {t.task_id for t in tolerant} | {r.task_id for t in tolerant
+                                              for r in t.get_flat_relatives(upstream=False)}
+    downstream = [t for t in relatives if not t.is_teardown and t.task_id not in spared]
     if downstream:
         operator.skip(ti=context["ti"], tasks=downstream)
     return [t.task_id for t in downstream]
