@@ -47,6 +47,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
                               scenario_start=dt.date.fromisoformat(args.scenario_start) if args.scenario_start else None)
         print(f"{config.name}: {len(paths)} daily partitions {start}..{end - dt.timedelta(days=1)} "
               f"(scenario {args.scenario}) under {Path(paths[0]).parents[1]}")
+        if getattr(args, "label_delay_days", None) is not None:
+            from mlflywheel.data.labels import labels_dir, write_labels
+
+            write_labels(config, ws, start=start, end=end, delay_days=args.label_delay_days)
+            print(f"{config.name}: labels landing {args.label_delay_days}-{args.label_delay_days + 1} days after "
+                  f"their rows under {labels_dir(config, ws)}")
         if args.bad:
             import pandas as pd
 
@@ -118,6 +124,8 @@ def task_timings(log_text: str) -> tuple[dict[str, float], str | None]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if getattr(args, "loop", "train") == "drift":
+        return cmd_demo_drift(args)
     from mlflywheel.config import load_pipeline
     from mlflywheel.data.io import partition_path
     from mlflywheel.summary import format_summary, run_summary
@@ -165,6 +173,91 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nthe DAG run did not succeed (state {state}, exit {result.returncode}); "
               f"see {log_path}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_demo_drift(args: argparse.Namespace) -> int:
+    """The loop through Airflow: holiday drift -> verdict -> asset event -> retraining -> gate.
+
+    Without a scheduler (``airflow dags test``) nothing starts the queued asset-triggered run,
+    so the demo runs ``<pipeline>__train`` itself with the event's window and reason as the
+    manual-trigger params; a deployment's scheduler starts it from the event.
+    """
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.data.generate import write_landing
+    from mlflywheel.data.labels import write_labels
+    from mlflywheel.registry import champion_version
+    from mlflywheel.summary import format_summary, run_summary
+    from mlflywheel.tracking import client
+
+    ws = Workspace.from_env().ensure()
+    config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
+    today = _today()
+    trained_until = today - dt.timedelta(days=3)
+    logs = ws.reports_dir / "demo"
+    if not (ws.airflow_home / "airflow.db").is_file() or args.fresh:
+        result = _airflow(ws, "db", "migrate")
+        if result.returncode != 0:
+            print(result.stdout[-3000:], result.stderr[-3000:], file=sys.stderr)
+            return result.returncode
+    history = max(args.days, config.training.window_days + 31)
+    print(f"1. data: {history} normal days until {trained_until}, the holiday scenario from {trained_until} to "
+          f"{today - dt.timedelta(days=1)}, labels {config.drift.live.label_delay_days} days late")
+    write_landing(config, ws, start=trained_until - dt.timedelta(days=history), end=trained_until)
+    write_landing(config, ws, start=trained_until, end=today, scenario="holiday")
+    write_labels(config, ws, start=trained_until - dt.timedelta(days=history), end=today,
+                 delay_days=config.drift.live.label_delay_days)
+
+    def dag_test(dag_id: str, when: dt.datetime, conf: dict | None = None) -> str | None:
+        log_path = logs / f"{dag_id}-{when:%Y%m%dT%H%M}.log"
+        argv = ["dags", "test", dag_id, when.isoformat(), *(["-c", json.dumps(conf)] if conf else [])]
+        _airflow(ws, *argv, log_path=log_path)
+        state = task_timings(log_path.read_text())[1]
+        print(f"   {dag_id} @ {when:%Y-%m-%d %H:%M}: {state or 'unknown'} (log {log_path})")
+        return state
+
+    if champion_version(client(ws), config.model_name) is None:
+        print(f"2. the champion: {config.train_dag_id} on the normal days")
+        if dag_test(config.train_dag_id, dt.datetime.combine(trained_until, dt.time(), tzinfo=dt.UTC)) != "success":
+            return 1
+    else:
+        print(f"2. the champion: {config.model_name}@champion exists")
+    check_at = dt.datetime.combine(today, dt.time(0, 30), tzinfo=dt.UTC)
+    print(f"3. drift check: {config.drift_dag_id} on the newest partition ({today - dt.timedelta(days=1)})")
+    if dag_test(config.drift_dag_id, check_at) != "success":
+        return 1
+    from mlflywheel.drift.check import drift_dir
+
+    verdict = json.loads((drift_dir(ws, config) / "verdicts" / f"{config.name}_{check_at:%Y%m%dT%H%MZ}.json")
+                         .read_text())
+    print(f"   decision {verdict['decision'].upper()}: {verdict['detail']}")
+    for reason in verdict["reasons"]:
+        print(f"   - {reason}")
+    print(f"   report {verdict.get('evidently', {}).get('html')}\n   verdict {verdict['verdict_path']}")
+    if verdict["decision"] != "retrain":
+        print("   no asset event: nothing to retrain")
+        return 0
+    window = verdict["retrain_window_days"]
+    print(f"4. asset event {config.drift_asset_uri} emitted; retraining on the last {window} days")
+    end = dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC)
+    note = ("drift: " + "; ".join(verdict["reasons"]))[:500]
+    state = dag_test(config.train_dag_id, end, {"training_window_days": window, "note": note})
+    print()
+    print(format_summary(run_summary(config, ws, start=end - dt.timedelta(days=1), end=end, window_days=window), ws))
+    return 0 if state == "success" else 1
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.drift.check import run_drift_check
+
+    ws = Workspace.from_env()
+    config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
+    as_of = dt.datetime.fromisoformat(args.as_of) if args.as_of else dt.datetime.now(dt.UTC)
+    as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.UTC)
+    result = run_drift_check(config, ws, as_of=as_of, window=args.window, reference=args.reference,
+                             with_report=not args.no_report)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -239,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--bad", help="break the last day's partition: missing_column, wrong_dtype, null_required, "
                                    "out_of_range, duplicate_ids, empty, future_timestamps, unknown_category")
     gen.add_argument("--bad-day", help="the day to break (default: the last day)")
+    gen.add_argument("--label-delay-days", type=float,
+                     help="also publish the labels to the labels zone, landing this many days (+0-1) late")
     gen.set_defaults(func=cmd_generate)
 
     config = sub.add_parser("config", help="pipeline configs").add_subparsers(dest="config_command", required=True)
@@ -247,10 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="workspace, sample data, and the training DAG end to end through Airflow")
+    demo.add_argument("loop", nargs="?", choices=["train", "drift"], default="train",
+                      help="train (default) or drift: holiday drift -> asset event -> retraining -> gate")
     demo.add_argument("--pipeline", default="fraud")
     demo.add_argument("--days", type=int, default=45)
     demo.add_argument("--fresh", action="store_true", help="regenerate data and re-migrate the Airflow DB")
     demo.set_defaults(func=cmd_demo)
+
+    drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(dest="drift_command", required=True)
+    dcheck = drift.add_parser("check", help="one drift check without Airflow (verdict, report, MLflow run)")
+    dcheck.add_argument("--pipeline", default="fraud")
+    dcheck.add_argument("--as-of", help="check time, ISO 8601 (default: now, UTC)")
+    dcheck.add_argument("--window", type=int, help="current window in days (default: drift.window_days)")
+    dcheck.add_argument("--reference", default="champion", help="champion or a snapshot digest")
+    dcheck.add_argument("--no-report", action="store_true", help="skip the Evidently HTML report")
+    dcheck.set_defaults(func=cmd_drift)
 
     summary = sub.add_parser("summary", help="what the training run of an interval produced")
     summary.add_argument("--pipeline", default="fraud")

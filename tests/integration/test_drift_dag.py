@@ -185,3 +185,14 @@ def test_bad_inputs_give_a_clear_outcome(drift_ws):
         run_drift_check(config, ws, as_of=_at(4), reference="0000")
     state, states, _ = _run(config, _at(4, 7), {"reference": "0000"})
     assert state == "failed" and states == {"drift_check": "failed", "emit_trigger": "upstream_failed"}
+
+
+def test_cli_drift_check_prints_the_verdict(drift_ws, capsys):
+    from mlflywheel.cli import main
+
+    assert main(["drift", "check", "--pipeline", "fraud", "--as-of", "2026-07-01T00:00:00+00:00",
+                 "--no-report"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["decision"] == "skipped" and printed["check_id"] == "fraud/20260701T0000Z"
+    assert main(["drift", "check", "--reference", "0000"]) == 2  # a clear error, not a traceback
+    assert "reference snapshot not found" in capsys.readouterr().err
