@@ -52,6 +52,40 @@ class Scored:
     fallback: list[bool] = field(default_factory=list)
 
 
+class _Column:
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Any) -> None:
+        self._values = values
+
+    @property
+    def dtype(self) -> Any:
+        return self._values.dtype
+
+    def to_numpy(self, dtype: Any = None, na_value: Any = None) -> Any:
+        return self._values if dtype is None else self._values.astype(dtype, copy=False)
+
+
+class Columns:
+    """Named numpy columns, read by :meth:`OnnxModel.feed` the way it reads a DataFrame.
+
+    ``feed`` only needs ``columns``, ``[name].dtype`` and ``[name].to_numpy()``; building a
+    DataFrame and its Series for a handful of rows costs more than the model itself
+    (about 0.4 ms of a 0.6 ms single-row batch), so the server hands it plain arrays. Every
+    check of ``feed`` (schema, dtypes, unseen categories) still runs.
+    """
+
+    def __init__(self, arrays: dict[str, Any]) -> None:
+        self._arrays = arrays
+        self.columns = list(arrays)
+
+    def __getitem__(self, name: str) -> _Column:
+        return _Column(self._arrays[name])
+
+    def __len__(self) -> int:
+        return len(next(iter(self._arrays.values()))) if self._arrays else 0
+
+
 class Scorer:
     """The ``process`` function of the micro-batcher.
 
@@ -97,9 +131,8 @@ class Scorer:
             job.payload.fallback = flags
         return failures
 
-    def _frame(self, rows: list[dict[str, Any]], model: Loaded) -> Any:
+    def _frame(self, rows: list[dict[str, Any]], model: Loaded) -> Columns:
         import numpy as np
-        import pandas as pd
 
         columns: dict[str, Any] = {}
         for name, kind in model.model.inputs.items():
@@ -108,7 +141,7 @@ class Scorer:
                 columns[name] = np.array(values, dtype=object)
             else:
                 columns[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
-        return pd.DataFrame(columns, copy=False)
+        return Columns(columns)
 
     def __call__(self, jobs: list[Job]) -> list[Any]:
         """Score ``jobs`` (all for one model version); one result or exception per job."""
