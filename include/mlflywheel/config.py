@@ -308,6 +308,37 @@ class ServingSpec(_Strict):
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
+class RolloutSpec(_Strict):
+    """``deploy_canary``: traffic steps, bake times and the limits each step is judged by.
+
+    No limit may be left out: a rollout without limits would promote anything (fail closed).
+    """
+
+    strategy: Literal["canary", "blue_green", "shadow_first"] = "canary"
+    steps: list[Annotated[float, Field(gt=0, le=100)]] = Field(default_factory=lambda: [5.0, 20.0, 50.0, 100.0])
+    bake_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
+    shadow_bake_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 10.0
+    analysis_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    min_requests: Annotated[int, Field(ge=1)] = Field(default=200, description="canary requests per step to judge it")
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = Field(default=0.01, description="canary non-2xx share")
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.005, description="canary error rate minus champion error rate")
+    max_p99_ms: Annotated[float, Field(gt=0)] = 50.0
+    max_p99_ratio: Annotated[float, Field(gt=0)] = Field(default=1.5, description="canary p99 / champion p99")
+    max_score_psi: Annotated[float, Field(gt=0)] = Field(default=0.2, description="PSI of canary vs champion scores")
+    alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.05, description="overall false-alarm rate of the label test, spent across the steps")
+    min_labels: Annotated[int, Field(ge=1)] = Field(default=200, description="labelled rows per arm for the label test")
+    kserve_namespace: str = "default"
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_to_100(cls, value: list[float]) -> list[float]:
+        if not value or value[-1] != 100 or any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(f"steps must increase strictly and end at 100, found {value}")
+        return value
+
+
 class RegistrySpec(_Strict):
     model_name: str | None = Field(default=None, description="registered model name (default: the pipeline name)")
 
@@ -328,6 +359,7 @@ class PipelineConfig(_Strict):
     export: ExportSpec = Field(default_factory=ExportSpec)
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     batch: BatchSpec = Field(default_factory=BatchSpec)
 
