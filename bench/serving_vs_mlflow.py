@@ -1,0 +1,326 @@
+"""The model server vs ``mlflow models serve`` vs a bare FastAPI + ONNX Runtime endpoint.
+
+Same fraud model (trained here on a generated 60-day window), same rows, one run, on
+loopback. Each server runs as its own process pinned to core 0 (``taskset``); the load
+generator (asyncio + aiohttp, in this process) is pinned to core 1.
+
+- ``flywheel (feast off)``: ``flywheel serve --no-feast``, every feature on (routing, micro-
+  batching, prediction log, metrics); records carry every model input.
+- ``flywheel (feast on)``: the same with the Feast online lookup (records carry the entity
+  and the request-time features; the store adds the user's aggregates).
+- ``mlflow models serve``: the same scikit-learn model (``--env-manager local``, 1 worker).
+- ``bare fastapi+ort``: ``bench/serving_bare.py``: the floor for a Python server.
+
+Closed loop at concurrency 1, 8, 32 with 1-row and 32-row requests (requests/s, p50, p99),
+open loop at 200 requests/s (p99 from the scheduled send time, so a stall is not hidden),
+and for flywheel an open loop at 3x its measured saturation: every answer must be 200 or
+503. Writes bench/results/serving.json and prints a table.
+
+Usage: .venv/bin/python bench/serving_vs_mlflow.py [--seconds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.helpers registers an ONNX version the way export_quantize does
+BIN = Path(sys.executable).parent
+SERVER_CORE, LOAD_CORE = "0", 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- setup ------------------------------------------------------------------------------
+def prepare(home: Path) -> dict[str, Any]:
+    """Data, Feast online store, the trained model (MLflow format and registered ONNX), request rows."""
+    import mlflow
+    import pandas as pd
+
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.data.generate import write_landing
+    from mlflywheel.export import export_variants
+    from mlflywheel.features import materialize_and_snapshot
+    from mlflywheel.settings import Workspace
+    from mlflywheel.train.core import holdout_split, model_inputs
+    from mlflywheel.train.sklearn import build
+    from tests.helpers import publish_onnx_version
+
+    os.environ["FLYWHEEL_HOME"] = str(home)
+    ws = Workspace.from_env().ensure()
+    config = load_pipeline(ROOT / "include" / "pipelines" / "fraud.yaml")
+    end = dt.date.today()  # the online store must be fresh (view ttl 2 days) when the server reads it
+    write_landing(config, ws, start=end - dt.timedelta(days=40), end=end)
+    snap = materialize_and_snapshot(config, ws, interval_end=dt.datetime.combine(end, dt.time(), dt.UTC),
+                                    window_days=config.training.window_days)["snapshot"]
+    frame = pd.read_parquet(snap["uri"])
+    train, holdout = holdout_split(frame, config)
+    estimator = build(config.training).fit(model_inputs(train, config), train[config.data.label])
+    manifest = export_variants(estimator, holdout, config, home / "onnx")
+    onnx_path = Path(manifest["variants"]["fp32"]["path"])
+    publish_onnx_version(ws, config, onnx_path, aliases=("champion",))
+    mlflow_dir = home / "mlflow-model"
+    mlflow.sklearn.save_model(estimator, str(mlflow_dir), serialization_format="cloudpickle",
+                              pyfunc_predict_fn="predict_proba")
+    rows = holdout.tail(2000)
+    inputs = model_inputs(rows, config).astype({c: "float64" for c in config.training.numeric})
+    full = [{config.data.entity: int(e), **{k: (None if pd.isna(v) else v) for k, v in r.items()}}
+            for e, r in zip(rows[config.data.entity], inputs.to_dict("records"), strict=True)]
+    request_only = [{k: r[k] for k in [config.data.entity, *config.features.request_features]} for r in full]
+    return {"ws": ws, "config": config, "onnx": onnx_path, "mlflow_dir": mlflow_dir, "full": full,
+            "request_only": request_only, "features": config.feature_columns, "entity": config.data.entity}
+
+
+class Proc:
+    """A server process pinned to the server core, ready when ``ready_path`` answers 200."""
+
+    def __init__(self, name: str, args: list[str], ready_path: str, port: int, env: dict[str, str],
+                 cwd: Path, log_dir: Path) -> None:
+        import urllib.request
+
+        self.name, self.url = name, f"http://127.0.0.1:{port}"
+        self.log = log_dir / f"{name.replace(' ', '_').replace('+', '_')}.log"
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *args], env=env, cwd=cwd,
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + ready_path, timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{name} not ready in 180 s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def start_servers(setup: dict[str, Any], home: Path) -> dict[str, tuple[Proc, str, Any]]:
+    """Start each server (one at a time is measured; all are started up front)."""
+    env = {**os.environ, "FLYWHEEL_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "bench"),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # mlflow execs uvicorn from PATH
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+    flywheel = str(BIN / "flywheel")
+    full, request_only = setup["full"], setup["request_only"]
+
+    def records(rows):
+        return lambda batch: {"records": batch}
+
+    out = {}
+    port = free_port()
+    out["flywheel (feast off)"] = (Proc("flywheel feast off", [flywheel, "serve", "--pipeline", "fraud", "--port",
+                                                               str(port), "--no-feast", "--log-path",
+                                                               str(home / "p-off.db")],
+                                        "/v2/health/ready", port, env, ROOT, logs), "/predict", (full, records(full)))
+    port = free_port()
+    out["flywheel (feast on)"] = (Proc("flywheel feast on", [flywheel, "serve", "--pipeline", "fraud", "--port",
+                                                             str(port), "--log-path", str(home / "p-on.db")],
+                                       "/v2/health/ready", port, env, ROOT, logs), "/predict",
+                                  (request_only, records(request_only)))
+    port = free_port()
+    out["mlflow models serve"] = (Proc("mlflow serve", [str(BIN / "mlflow"), "models", "serve", "-m",
+                                                        str(setup["mlflow_dir"]), "--env-manager", "local", "-h",
+                                                        "127.0.0.1", "-p", str(port), "-w", "1"],
+                                       "/ping", port, env, ROOT, logs), "/invocations",
+                                  (full, lambda batch: {"dataframe_records": [
+                                      {k: v for k, v in r.items() if k != setup["entity"]} for r in batch]}))
+    port = free_port()
+    bare_env = {**env, "FLYWHEEL_BENCH_ONNX": str(setup["onnx"])}
+    out["bare fastapi+ort"] = (Proc("bare", [str(BIN / "uvicorn"), "serving_bare:app", "--host", "127.0.0.1",
+                                             "--port", str(port), "--no-access-log", "--log-level", "warning",
+                                             "--loop", "uvloop", "--http", "httptools"],
+                                    "/docs", port, bare_env, ROOT / "bench", logs), "/predict",
+                               (full, records(full)))
+    return out
+
+
+# --- load ------------------------------------------------------------------------------
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _bodies(rows: list[dict], make: Any, size: int, n: int = 256) -> list[bytes]:
+    return [json.dumps(make([rows[(i * size + j) % len(rows)] for j in range(size)])).encode() for i in range(n)]
+
+
+async def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, Any]:
+    import aiohttp
+
+    latencies: list[float] = []
+    codes: dict[str, int] = {}
+    stop = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency + 8)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def worker(w: int) -> None:
+            i = w
+            while time.perf_counter() < stop:
+                body = bodies[i % len(bodies)]
+                i += concurrency
+                started = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
+                        await r.read()
+                        code = str(r.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    code = type(exc).__name__
+                codes[code] = codes.get(code, 0) + 1
+                if code == "200":
+                    latencies.append(time.perf_counter() - started)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return {"requests_per_s": round(codes.get("200", 0) / elapsed, 1),
+            "p50_ms": round(_percentile(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2), "codes": codes}
+
+
+async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
+    """Send at ``rate`` requests/s regardless of answers; latency counts from the scheduled time."""
+    import aiohttp
+
+    latencies: list[float] = []
+    codes: dict[str, int] = {}
+    connector = aiohttp.TCPConnector(limit=1024)
+    n = int(rate * seconds)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async def one(i: int, scheduled: float) -> None:
+            try:
+                async with session.post(url, data=bodies[i % len(bodies)],
+                                        headers={"content-type": "application/json"}) as r:
+                    await r.read()
+                    code = str(r.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                code = type(exc).__name__
+            codes[code] = codes.get(code, 0) + 1
+            if code == "200":
+                latencies.append(time.perf_counter() - scheduled)
+
+        t0 = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            scheduled = t0 + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, scheduled)))
+        await asyncio.gather(*tasks)
+    ok = codes.get("200", 0)
+    return {"rate": rate, "sent": n, "ok": ok, "p50_ms": round(_percentile(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2), "codes": codes,
+            "only_200_or_503": set(codes) <= {"200", "503"}}
+
+
+# --- report ----------------------------------------------------------------------------
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'server':<22} {'rows':>4} {'c':>3} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>9}  non-200"]
+    for name, server in results["servers"].items():
+        for point in server["closed_loop"]:
+            other = {k: v for k, v in point["codes"].items() if k != "200"}
+            lines.append(f"{name:<22} {point['rows']:>4} {point['concurrency']:>3} {point['requests_per_s']:>9.1f} "
+                         f"{point['p50_ms']:>8.2f} {point['p99_ms']:>9.2f}  {other or ''}")
+        ol = server.get("open_loop_200")
+        if ol:
+            lines.append(f"{name:<22} open loop 200 req/s: p50 {ol['p50_ms']} ms, p99 {ol['p99_ms']} ms, {ol['codes']}")
+        sat = server.get("overload")
+        if sat:
+            lines.append(f"{name:<22} open loop {sat['rate']:.0f} req/s (3x saturation): {sat['codes']}, "
+                         f"only 200/503: {sat['only_200_or_503']}")
+    for key, value in results["ratios"].items():
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per closed-loop point (default 3)")
+    parser.add_argument("--quick", action="store_true", help="1 s points, open loop 2 s (a smoke run)")
+    args = parser.parse_args()
+    seconds = 1.0 if args.quick else args.seconds
+    if shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs taskset and two cores (server and load generator pinned apart)")
+    home = Path(tempfile.mkdtemp(prefix="flywheel-bench-serving-"))
+    started = time.time()
+    try:
+        setup = prepare(home)
+        print(f"setup {time.time() - started:.0f} s (data, Feast, training, ONNX, registry)", flush=True)
+        os.sched_setaffinity(0, {LOAD_CORE})
+        servers = start_servers(setup, home)
+        results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "server_core": SERVER_CORE,
+                                               "load_core": LOAD_CORE},
+                                   "seconds_per_point": seconds, "servers": {}, "ratios": {}}
+        try:
+            for name, (proc, path, (rows, make)) in servers.items():
+                url = proc.url + path
+                slow = name == "mlflow models serve"
+                asyncio.run(closed_loop(url, _bodies(rows, make, 1), 4, 0.5 if args.quick else 1.0))  # warm up
+                points = []
+                for size in (1, 32):
+                    bodies = _bodies(rows, make, size)
+                    for concurrency in (1, 8, 32):
+                        point = asyncio.run(closed_loop(url, bodies, concurrency, seconds * (2 if slow else 1)))
+                        points.append({"rows": size, "concurrency": concurrency, **point})
+                        print(f"  {name:<22} rows={size:<2} c={concurrency:<2} {point['requests_per_s']:>8.1f} req/s "
+                              f"p50 {point['p50_ms']:>7.2f} ms p99 {point['p99_ms']:>8.2f} ms {point['codes']}",
+                              flush=True)
+                entry: dict[str, Any] = {"closed_loop": points}
+                single = _bodies(rows, make, 1)
+                entry["open_loop_200"] = asyncio.run(open_loop(url, single, 200, 2.0 if args.quick else 5.0))
+                if name.startswith("flywheel"):
+                    saturation = max(p["requests_per_s"] for p in points if p["rows"] == 1)
+                    entry["saturation_rps"] = saturation
+                    entry["overload"] = asyncio.run(open_loop(url, single, 3 * saturation, 2.0 if args.quick else 3.0))
+                results["servers"][name] = entry
+                proc.stop()
+        finally:
+            for proc, _, _ in servers.values():
+                proc.stop()
+        best = {n: max(p["requests_per_s"] for p in s["closed_loop"] if p["rows"] == 1)
+                for n, s in results["servers"].items()}
+        for name in ("flywheel (feast off)", "flywheel (feast on)"):
+            results["ratios"][f"{name} / mlflow models serve (best 1-row req/s)"] = round(
+                best[name] / best["mlflow models serve"], 1)
+            results["ratios"][f"{name} / bare fastapi+ort (best 1-row req/s)"] = round(
+                best[name] / best["bare fastapi+ort"], 2)
+        results["total_seconds"] = round(time.time() - started, 1)
+        out = ROOT / "bench" / "results" / "serving.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        print(table(results))
+        print(f"wrote {out} ({results['total_seconds']} s)")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
