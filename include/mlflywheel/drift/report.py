@@ -109,14 +109,14 @@ def read_history(reports_dir: Path, pipeline: str) -> pd.DataFrame:
 
 
 def plot_history(history: pd.DataFrame, path: Path, *, top: int = 6, title: str = "") -> Path:
-    """PSI over time of the ``top`` columns with the highest PSI in the latest check."""
+    """PSI over time of the ``top`` columns of the latest check (drifted ones first, then by PSI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     latest = history[history["as_of"] == history["as_of"].max()]
-    columns = latest.sort_values("psi", ascending=False)["column"].head(top).tolist()
+    columns = latest.sort_values(["drifted", "psi"], ascending=False)["column"].head(top).tolist()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for column in columns:
         series = history[history["column"] == column]
