@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -66,3 +67,17 @@ def fraud_day():
     from mlflywheel.data.generate import generate_fraud_day
 
     return generate_fraud_day(dt.date(2026, 5, 10))
+
+
+@pytest.fixture(scope="session")
+def ctr_onnx(tmp_path_factory):
+    """The CTR frame, its config, and two different fp32 ONNX models as versions "1" and "2"."""
+    from tests import helpers
+
+    frame = helpers.ctr_frame()
+    config, v1 = helpers.ctr_hgb(frame, max_iter=30)
+    _, v2 = helpers.ctr_hgb(frame, max_iter=3)
+    root = tmp_path_factory.mktemp("ctr-onnx")
+    files = {"1": helpers.save_onnx(v1, config, root / "v1" / "model.onnx"),
+             "2": helpers.save_onnx(v2, config, root / "v2" / "model.onnx")}
+    return SimpleNamespace(frame=frame, config=config, files=files)

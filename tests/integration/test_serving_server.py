@@ -31,25 +31,20 @@ FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """A workspace whose registry holds ``ctr`` v1 (@champion) and the files for more versions."""
+def registry(tmp_path_factory, ctr_onnx):
+    """A workspace whose registry holds ``ctr`` v1 (@champion), and the files for more versions."""
     home = tmp_path_factory.mktemp("serving-ws")
     saved = os.environ.get("FLYWHEEL_HOME")
     os.environ["FLYWHEEL_HOME"] = str(home)
     try:
         ws = Workspace.from_env().ensure()
-        frame = helpers.ctr_frame(days=2)
-        config, v1 = helpers.ctr_hgb(frame, max_iter=20)
-        _, v2 = helpers.ctr_hgb(frame, max_iter=3)
-        files = {"1": helpers.save_onnx(v1, config, home / "onnx" / "v1.onnx"),
-                 "2": helpers.save_onnx(v2, config, home / "onnx" / "v2.onnx")}
-        helpers.publish_onnx_version(ws, config, files["1"], aliases=("champion",))
+        helpers.publish_onnx_version(ws, ctr_onnx.config, ctr_onnx.files["1"], aliases=("champion",))
     finally:
         if saved is None:
             os.environ.pop("FLYWHEEL_HOME", None)
         else:
             os.environ["FLYWHEEL_HOME"] = saved
-    return ws, config, files
+    return ws, ctr_onnx.config, ctr_onnx.files
 
 
 def free_port() -> int:

@@ -246,3 +246,16 @@ def test_a_failing_model_is_a_500_charged_to_its_version(serve_ctr):
     assert 'flywheel_serving_requests_total{code="500",role="canary",route="/predict",version="2"} 1.0' in metrics
     assert 'flywheel_serving_errors_total{code="model_error",route="/predict",version="2"} 1.0' in metrics
     assert read_predictions(s.log_path).empty
+
+
+def test_metrics_stay_in_process_when_something_turned_on_multiprocess_mode(tmp_path, monkeypatch):
+    from prometheus_client import values
+
+    from mlflywheel.serving.metrics import ServerMetrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # what importing Feast does
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+    first, second = ServerMetrics(), ServerMetrics()
+    first.requests.labels("/predict", "1", "champion", "200").inc()
+    assert b'version="1"' not in second.render()
+    assert list(tmp_path.iterdir()) == []

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 PREFIX = "flywheel_serving"
+log = logging.getLogger(__name__)
+
+
+def _in_process_values() -> None:
+    """Keep metric values in this process's memory.
+
+    Feast sets ``PROMETHEUS_MULTIPROC_DIR`` when it is imported; a ``prometheus_client``
+    imported after that stores every value in shared files, keyed by metric name and pid,
+    so two servers in one process would add up each other's counts. The model server is
+    one process and exports its own registry: it wants plain in-memory values.
+    """
+    if values.ValueClass is not values.MutexValue:
+        log.warning("prometheus_client was in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by Feast); "
+                    "the model server keeps its metrics in process memory")
+        values.ValueClass = values.MutexValue
 
 
 class ServerMetrics:
@@ -16,6 +33,7 @@ class ServerMetrics:
     records went to several versions)."""
 
     def __init__(self) -> None:
+        _in_process_values()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(f"{PREFIX}_requests", "HTTP requests answered, by route, model version, role and status",
