@@ -32,6 +32,7 @@ from mlflywheel.registry import CANARY, CHAMPION, PREVIOUS_CHAMPION
 from mlflywheel.serving.routing import TAG_CANARY_WEIGHT
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
 
     from mlflywheel.config import PipelineConfig, RolloutSpec
@@ -190,6 +191,41 @@ def look_alpha(alpha: float, looks: int) -> float:
     """Alpha for one look when ``alpha`` is spent evenly over ``looks`` (Bonferroni: the chance
     of any false alarm over all looks stays at most ``alpha``)."""
     return alpha / max(1, looks)
+
+
+# --- the step's window in the prediction log --------------------------------------------
+def window(log: Path, start: dt.datetime, end: dt.datetime, *, canary_version: str, champion_version: str,
+           shadow: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The canary's and the champion's logged predictions with ``start <= ts < end``.
+
+    In a shadow step the canary's rows are the ``shadow`` copies (same requests as the champion).
+    """
+    from mlflywheel.serving.predlog import read_predictions
+
+    frame = read_predictions(log, start, end)
+    canary = frame[(frame["model_version"] == str(canary_version))
+                   & (frame["role"] == ("shadow" if shadow else CANARY))]
+    champion = frame[(frame["model_version"] == str(champion_version)) & (frame["role"] == CHAMPION)]
+    return canary, champion
+
+
+def label_counts(canary: pd.DataFrame, champion: pd.DataFrame, labels: pd.DataFrame, *, id_column: str,
+                 label: str, threshold: float) -> LabelCounts:
+    """Correct decisions (``score >= threshold`` equals the label) per arm, joined on the record id.
+
+    Rows without a ``record_id`` (the client sent no id) or without a label yet are left out.
+    """
+    known = labels.drop_duplicates(id_column, keep="last").set_index(id_column)[label]
+
+    def hits(arm: pd.DataFrame) -> tuple[int, int]:
+        rows = arm.dropna(subset=["record_id"])
+        truth = rows["record_id"].map(known)
+        matched = truth.notna()
+        decided = (rows.loc[matched, "score"] >= threshold).astype(int)
+        return int((decided == truth[matched].astype(int)).sum()), int(matched.sum())
+
+    (canary_hits, canary_n), (champion_hits, champion_n) = hits(canary), hits(champion)
+    return LabelCounts(champion_hits, champion_n, canary_hits, canary_n)
 
 
 # --- one step --------------------------------------------------------------------------

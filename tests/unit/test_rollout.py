@@ -186,3 +186,29 @@ def test_kserve_manifests_per_step(tmp_path, pipeline_config):
     assert yaml.safe_load(written.read_text()) == step
     with pytest.raises(ValueError, match="outside 0-100"):
         rollout.kserve_manifest(config, storage_uri="s3://x", canary_percent=120)
+
+
+def test_step_window_and_label_counts_from_the_prediction_log(tmp_path):
+    import pandas as pd
+
+    from mlflywheel.serving.predlog import Prediction, PredictionLog
+
+    start = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
+    log = PredictionLog(tmp_path / "p.db")
+
+    def row(i, role, version, score, seconds):
+        return Prediction(f"r{i}", 0, role, start.timestamp() + seconds, str(i), f"t{i}", "m", version, "/predict",
+                          {}, score, 1.0)
+
+    log.append([row(1, "champion", "1", 0.9, 1), row(2, "champion", "1", 0.1, 2), row(3, "canary", "2", 0.8, 3),
+                row(4, "canary", "2", 0.2, 4), row(5, "canary", "2", 0.7, 3600), row(1, "shadow", "2", 0.2, 1)])
+    canary, champion = rollout.window(tmp_path / "p.db", start, start + dt.timedelta(minutes=10),
+                                      canary_version="2", champion_version="1")
+    assert canary["request_id"].tolist() == ["r3", "r4"] and champion["request_id"].tolist() == ["r1", "r2"]
+    shadow, _ = rollout.window(tmp_path / "p.db", start, start + dt.timedelta(minutes=10), canary_version="2",
+                               champion_version="1", shadow=True)
+    assert shadow["request_id"].tolist() == ["r1"]
+    labels = pd.DataFrame({"transaction_id": ["t1", "t2", "t3"], "is_fraud": [1, 1, 0]})  # t4 not labelled yet
+    counts = rollout.label_counts(canary, champion, labels, id_column="transaction_id", label="is_fraud",
+                                  threshold=0.5)
+    assert counts == rollout.LabelCounts(champion_hits=1, champion_n=2, canary_hits=0, canary_n=1)
