@@ -259,3 +259,23 @@ def test_metrics_stay_in_process_when_something_turned_on_multiprocess_mode(tmp_
     first.requests.labels("/predict", "1", "champion", "200").inc()
     assert b'version="1"' not in second.render()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_canary_gets_no_traffic_and_a_registry_outage_keeps_serving(serve_ctr, ctr_onnx):
+    with serve_ctr(tags={"flywheel.canary_weight": "100"}) as s:
+        s.source.files["3"] = ctr_onnx.files["2"]
+        s.source.hashes["3"] = "f" * 64
+        s.source.aliases["canary"] = "3"
+        s.server.watcher.refresh()
+        answer = s.client.post("/predict", json={"records": [ctr_record(i) for i in range(1, 11)]}).json()
+
+        def down():
+            raise ConnectionError("registry unreachable")
+
+        s.source.state = down
+        s.server.watcher.refresh()
+        during_outage = s.client.post("/predict", json={"records": [ctr_record()]})
+        ready = s.client.get("/v2/health/ready")
+    assert {p["role"] for p in answer["predictions"]} == {"champion"}
+    assert during_outage.status_code == 200 and ready.status_code == 200
+    assert s.server.watcher.last_error == "registry poll failed: registry unreachable"
