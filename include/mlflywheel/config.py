@@ -193,12 +193,20 @@ class BatchSpec(_Strict):
         default="features", description="features: landing rows joined point-in-time (in Spark) to the Feast "
                                         "offline sources, as in training; landing: the landing columns only")
     alias: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")] = "champion"
+    schedule: str | None = Field(
+        default=None, description="5-field cron of <pipeline>__batch_score (default: manual and backfill only; "
+                                  "the training DAG's batch_score already scores every night)")
     required_columns: list[str] | None = Field(
         default=None, description="rows with a null here are quarantined (default: id, entity, request features)")
     max_bad_share: Annotated[float, Field(ge=0, le=1)] = 0.01
     rows_per_partition: Annotated[int, Field(ge=1_000)] = 250_000
     arrow_batch_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 65_536
     spark_conf: dict[str, str] = Field(default_factory=dict, description="extra spark-submit --conf values")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else Schedule._five_fields(value)
 
 
 class FeatureDriftLimits(_Strict):
@@ -404,6 +412,10 @@ class PipelineConfig(_Strict):
     @property
     def train_dag_id(self) -> str:
         return f"{self.name}__train"
+
+    @property
+    def batch_dag_id(self) -> str:
+        return f"{self.name}__batch_score"
 
     @property
     def drift_asset_uri(self) -> str:

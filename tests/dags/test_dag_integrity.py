@@ -83,3 +83,19 @@ def test_manual_trigger_params_are_validated(dagbag, config):
     with pytest.raises(ParamValidationError):
         window.resolve("four weeks")
     assert window.resolve(30) == 30
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_batch_dag_scores_a_chosen_day_with_a_chosen_alias(dagbag, config):
+    dag = dagbag.dags[config.batch_dag_id]
+    assert dag.task_ids == ["batch_score"]
+    assert (dag.timetable.__class__.__name__ == "NullTimetable") is (config.batch.schedule is None)
+    assert set(dag.tags) <= APPROVED_TAGS and {"mlflywheel", "batch"} <= set(dag.tags)
+    assert dag.doc_md and dag.get_task("batch_score").doc_md
+    assert dag.params["alias"] == config.batch.alias
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("day").resolve("June 1st")
+    assert dag.params.get_param("day").resolve("2026-06-01") == "2026-06-01"
+

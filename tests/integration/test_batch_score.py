@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from mlflywheel.settings import Workspace
 ROOT = Path(__file__).resolve().parents[2]
 LAST_DAY = dt.date(2026, 6, 1)
 pytestmark = pytest.mark.integration
+logging.getLogger("py4j").setLevel(logging.WARNING)  # its exit-time INFO lines hit closed capture streams
 
 
 def _at(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -241,3 +243,82 @@ def test_a_killed_job_leaves_no_partial_partition(champion, spark):
     assert not any(staging.glob(f"ds={day}.*"))
     assert json.loads((partition / "_manifest.json").read_text())["rows"] == json.loads(
         before["_manifest.json"])["rows"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None, f"{log.name} exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {log}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def standalone_cluster(tmp_path):
+    """A Spark standalone master and one worker on 127.0.0.1, from the installed pyspark."""
+    spark_class = str(Path(sys.executable).with_name("spark-class"))
+    port = _free_port()
+    from pyspark.find_spark_home import _find_spark_home
+
+    env = {**os.environ, "SPARK_HOME": _find_spark_home(), "SPARK_LOCAL_IP": "127.0.0.1",
+           "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+           "SPARK_WORKER_DIR": str(tmp_path / "work"), "SPARK_LOG_DIR": str(tmp_path)}
+    procs = []
+    try:
+        master_log = tmp_path / "master.log"
+        procs.append(subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+             "--webui-port", str(_free_port())],
+            env=env, stdout=master_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+        _wait_for(master_log, "I have been elected leader", procs[0])
+        worker_log = tmp_path / "worker.log"
+        procs.append(subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host",
+             "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port())],
+            env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+        _wait_for(worker_log, "Successfully registered with master", procs[1])
+        yield f"spark://127.0.0.1:{port}", worker_log
+    finally:
+        for proc in reversed(procs):  # stop exactly what was started
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_the_same_job_on_a_standalone_cluster_through_the_airflow_connection(
+        champion, spark, standalone_cluster, airflow_db, tmp_path, monkeypatch):
+    """``<pipeline>__batch_score`` with ``spark_default`` = the cluster gives the local run's rows and scores."""
+    import importlib.util
+
+    ws, config, _, _ = champion
+    master, worker_log = standalone_cluster
+    monkeypatch.setenv("FLYWHEEL_HOME", str(ws.home))
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": master}))
+    day = LAST_DAY - dt.timedelta(days=6)
+    _run(spark, ws, config, day, output_root=tmp_path / "local")
+    spec = importlib.util.spec_from_file_location("_flywheel_batch_dag", ROOT / "dags" / "flywheel_batch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.build_batch_dag(config)
+    dag.get_task("batch_score").retries = 0
+    run = dag.test(logical_date=dt.datetime(2026, 6, 3, tzinfo=dt.UTC), run_conf={"day": str(day)})
+    assert str(run.state).split(".")[-1].lower() == "success"
+    assert "Asked to launch executor" in worker_log.read_text()  # the work ran on the cluster's worker
+    key = [config.data.id_column, "score", "decision", "model_version"]
+    local = pd.read_parquet(tmp_path / "local").sort_values(config.data.id_column)[key].reset_index(drop=True)
+    cluster = pd.read_parquet(_partition(ws, config, day)).sort_values(config.data.id_column)[key]
+    pd.testing.assert_frame_equal(local, cluster.reset_index(drop=True))
+    manifests = [json.loads((folder / "_manifest.json").read_text())
+                 for folder in (tmp_path / "local" / f"ds={day}", _partition(ws, config, day))]
+    assert manifests[0]["checksum"] == manifests[1]["checksum"]

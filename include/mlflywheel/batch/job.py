@@ -192,7 +192,8 @@ def score_day(spark: SparkSession, config: PipelineConfig, ws: Workspace, *, day
     source = partition_path(config, ws, day)
     if not source.is_file():
         raise DataNotFound(f"{source}: landing partition for {day} not found (pipeline {config.name!r})")
-    input_rows = pq.ParquetFile(str(source)).metadata.num_rows
+    metadata = pq.ParquetFile(str(source)).metadata
+    input_rows = metadata.num_rows
     keep = list(dict.fromkeys([data.id_column, data.entity, data.timestamp]))
     if config.batch.source == "features":
         needed = list(dict.fromkeys([*keep, *config.features.request_features, *config.batch_required_columns]))
@@ -208,7 +209,11 @@ def score_day(spark: SparkSession, config: PipelineConfig, ws: Workspace, *, day
     if config.batch.source == "features":
         frame, feature_files = join_features(spark, frame, config, ws, store, day)
         inputs_used += feature_files
-    elif frame.rdd.getNumPartitions() < partitions:
+    elif metadata.num_row_groups >= partitions:
+        # The scan can split the file at row groups: no shuffle needed for parallelism.
+        split = max(1 << 20, source.stat().st_size // partitions + 1)
+        spark.conf.set("spark.sql.files.maxPartitionBytes", str(split))
+    else:
         frame = frame.repartition(partitions)
     frame = frame.persist() if config.batch.source == "features" else frame
 
@@ -321,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-root", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     ws = Workspace.from_env()
     status = status_path(ws, args.pipeline, args.submission)
     spark = None

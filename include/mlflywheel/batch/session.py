@@ -42,10 +42,13 @@ def get_session(config: PipelineConfig, app_name: str) -> SparkSession:
     """The job's session: spark-submit's settings win, ours fill in what it left unset."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
-    given = SparkConf()  # holds spark-submit's --master/--conf when launched through it
+    # Attach to (under spark-submit) or start the JVM first: only then does SparkConf see
+    # spark-submit's --master and --conf values, which must win over ours.
+    SparkContext._ensure_initialized()
+    given = SparkConf()
     builder = SparkSession.builder.appName(app_name)
     if not given.contains("spark.master"):
         builder = builder.master("local[*]")
