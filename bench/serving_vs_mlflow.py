@@ -122,7 +122,18 @@ class Proc:
 
 
 def start_servers(setup: dict[str, Any], home: Path) -> dict[str, tuple[Proc, str, Any]]:
-    """Start each server (one at a time is measured; all are started up front)."""
+    """Start each server (one at a time is measured; all are started up front); if one fails
+    to start, the ones already running are stopped."""
+    started: list[Proc] = []
+    try:
+        return _start_servers(setup, home, started)
+    except BaseException:
+        for proc in started:
+            proc.stop()
+        raise
+
+
+def _start_servers(setup: dict[str, Any], home: Path, started: list[Proc]) -> dict[str, tuple[Proc, str, Any]]:
     env = {**os.environ, "FLYWHEEL_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "bench"),
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # mlflow execs uvicorn from PATH
     logs = home / "logs"
@@ -134,29 +145,34 @@ def start_servers(setup: dict[str, Any], home: Path) -> dict[str, tuple[Proc, st
         return lambda batch: {"records": batch}
 
     out = {}
+
+    def track(proc: Proc) -> Proc:
+        started.append(proc)
+        return proc
+
     port = free_port()
-    out["flywheel (feast off)"] = (Proc("flywheel feast off", [flywheel, "serve", "--pipeline", "fraud", "--port",
+    out["flywheel (feast off)"] = (track(Proc("flywheel feast off", [flywheel, "serve", "--pipeline", "fraud", "--port",
                                                                str(port), "--no-feast", "--log-path",
                                                                str(home / "p-off.db")],
-                                        "/v2/health/ready", port, env, ROOT, logs), "/predict", (full, records(full)))
+                                        "/v2/health/ready", port, env, ROOT, logs)), "/predict", (full, records(full)))
     port = free_port()
-    out["flywheel (feast on)"] = (Proc("flywheel feast on", [flywheel, "serve", "--pipeline", "fraud", "--port",
+    out["flywheel (feast on)"] = (track(Proc("flywheel feast on", [flywheel, "serve", "--pipeline", "fraud", "--port",
                                                              str(port), "--log-path", str(home / "p-on.db")],
-                                       "/v2/health/ready", port, env, ROOT, logs), "/predict",
+                                       "/v2/health/ready", port, env, ROOT, logs)), "/predict",
                                   (request_only, records(request_only)))
     port = free_port()
-    out["mlflow models serve"] = (Proc("mlflow serve", [str(BIN / "mlflow"), "models", "serve", "-m",
+    out["mlflow models serve"] = (track(Proc("mlflow serve", [str(BIN / "mlflow"), "models", "serve", "-m",
                                                         str(setup["mlflow_dir"]), "--env-manager", "local", "-h",
                                                         "127.0.0.1", "-p", str(port), "-w", "1"],
-                                       "/ping", port, env, ROOT, logs), "/invocations",
+                                       "/ping", port, env, ROOT, logs)), "/invocations",
                                   (full, lambda batch: {"dataframe_records": [
                                       {k: v for k, v in r.items() if k != setup["entity"]} for r in batch]}))
     port = free_port()
     bare_env = {**env, "FLYWHEEL_BENCH_ONNX": str(setup["onnx"])}
-    out["bare fastapi+ort"] = (Proc("bare", [str(BIN / "uvicorn"), "serving_bare:app", "--host", "127.0.0.1",
+    out["bare fastapi+ort"] = (track(Proc("bare", [str(BIN / "uvicorn"), "serving_bare:app", "--host", "127.0.0.1",
                                              "--port", str(port), "--no-access-log", "--log-level", "warning",
                                              "--loop", "uvloop", "--http", "httptools"],
-                                    "/docs", port, bare_env, ROOT / "bench", logs), "/predict",
+                                    "/docs", port, bare_env, ROOT / "bench", logs)), "/predict",
                                (full, records(full)))
     return out
 
