@@ -218,7 +218,10 @@ def test_an_oversized_body_is_refused_before_it_is_read(registry, tmp_path):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 10000000000\r\n\r\n{\"records\": [")
-            answer = sock.recv(65536).decode()
+            chunks = []
+            while chunk := sock.recv(65536):  # the server closes the connection after a 413
+                chunks.append(chunk)
+            answer = b"".join(chunks).decode()
     finally:
         server.stop()
     head, _, body = answer.partition("\r\n\r\n")
