@@ -154,8 +154,26 @@ def check_request_id(value: str | None) -> str | None:
 
 
 # --- values ----------------------------------------------------------------------------
+def _plainly_valid(value: Any, spec: FieldSpec) -> bool:
+    """The common case in a few comparisons (a 32-row request has 300 values); anything
+    else goes through the full checks, which also build the error."""
+    kind = type(value)
+    if spec.kind == "string":
+        return kind is str and 0 < len(value) <= MAX_STRING
+    if kind is int:
+        number = float(value) if abs(value) <= FLOAT32_MAX else math.inf
+    elif kind is float and spec.kind == "number":
+        number = value
+    else:
+        return False
+    return (-FLOAT32_MAX <= number <= FLOAT32_MAX and (spec.min is None or number >= spec.min)
+            and (spec.max is None or number <= spec.max))
+
+
 def check_value(value: Any, spec: FieldSpec, where: str) -> Any:
     """``value`` as the model will see it, or a 422 naming ``where``."""
+    if _plainly_valid(value, spec):
+        return value
     if value is None:
         if spec.nullable:
             return None
