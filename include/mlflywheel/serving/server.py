@@ -74,7 +74,9 @@ def run(server: ModelServer, *, host: str, port: int, log_level: str = "info") -
                 server.draining = True
                 grace = server.spec.drain_grace_s
                 log.info("signal %s: readiness is false; serving %.1f s more, then draining", sig, grace)
-                threading.Timer(grace, self._exit).start()
+                timer = threading.Timer(grace, self._exit)
+                timer.daemon = True
+                timer.start()
             elif self.signals == 2:
                 self.should_exit = True
             else:
