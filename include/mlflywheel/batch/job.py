@@ -142,8 +142,22 @@ def join_features(spark: SparkSession, rows: DataFrame, config: PipelineConfig, 
     return rows.drop("_row"), used
 
 
-def _reasons(frame: DataFrame, required: list[str], numeric_as_text: list[str]) -> DataFrame:
-    """Add ``_reason`` (null for a valid row) and cast numbers stored as text."""
+def _read(spark: SparkSession, path: Path) -> DataFrame:
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.read.parquet(str(path))
+    except AnalysisException as exc:  # e.g. nanosecond timestamps, which Spark cannot read
+        raise SchemaMismatch(f"{path}: Spark cannot read this Parquet file: {str(exc).splitlines()[0]}") from exc
+
+
+def _validity(frame: DataFrame, required: list[str], numeric_as_text: list[str]) -> DataFrame:
+    """Cast numbers stored as text; add ``_valid`` (boolean) and ``_reason`` (null for a valid row).
+
+    ``_reason`` strings are only built for invalid rows, so valid rows cost one boolean.
+    """
+    from functools import reduce
+
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -153,7 +167,7 @@ def _reasons(frame: DataFrame, required: list[str], numeric_as_text: list[str]) 
         raw = F.col(f"_raw_{column}")
         frame = frame.withColumn(f"_raw_{column}", F.col(column)).withColumn(
             column, F.expr(f"try_cast(`_raw_{column}` AS DOUBLE)"))
-        checks.append(F.when(raw.isNotNull() & F.col(column).isNull(), F.lit(f"not_a_number:{column}")))
+        checks.append((raw.isNotNull() & F.col(column).isNull(), f"not_a_number:{column}"))
     for column in required:
         if column in numeric_as_text:
             missing = F.col(f"_raw_{column}").isNull() | F.isnan(F.col(column))
@@ -161,24 +175,30 @@ def _reasons(frame: DataFrame, required: list[str], numeric_as_text: list[str]) 
             missing = F.col(column).isNull() | F.isnan(F.col(column))
         else:
             missing = F.col(column).isNull()
-        checks.append(F.when(missing, F.lit(f"null:{column}")))
-    reason = F.concat_ws(",", *checks) if checks else F.lit("")
-    return frame.withColumn("_reason", F.when(reason == "", None).otherwise(reason))
+        checks.append((missing, f"null:{column}"))
+    if not checks:
+        return frame.withColumn("_valid", F.lit(True)).withColumn("_reason", F.lit(None).cast("string"))
+    invalid = reduce(lambda a, b: a | b, [condition for condition, _ in checks])
+    reason = F.concat_ws(",", *[F.when(condition, F.lit(label)) for condition, label in checks])
+    return (frame.withColumn("_valid", ~invalid)
+            .withColumn("_reason", F.when(F.col("_valid"), F.lit(None)).otherwise(reason)))
 
 
-def _count_and_checksum(spark: SparkSession, path: Path, columns: list[str]) -> tuple[int, str]:
-    from pyspark.sql import functions as F
+def _written_rows(folder: Path) -> int:
+    """Rows Spark wrote into ``folder``, from the Parquet footers (no data read)."""
+    import pyarrow.parquet as pq
 
-    written = spark.read.parquet(str(path))
-    row = written.agg(F.count(F.lit(1)).alias("rows"),
-                      F.sum(F.xxhash64(*columns).cast("decimal(38,0)")).alias("hash")).first()
-    return int(row["rows"]), f"{int(row['hash'] or 0):x}"
+    return sum(pq.ParquetFile(str(f)).metadata.num_rows for f in folder.glob("*.parquet"))
 
 
 def score_day(spark: SparkSession, config: PipelineConfig, ws: Workspace, *, day: dt.date, served: Served,
               model_sha256: str, payload: Any, store: Any, output_root: Path, quarantine_root: Path,
               submission: str) -> dict[str, Any]:
-    """Score one landing day and publish its partition (and its quarantine)."""
+    """Score one landing day and publish its partition (and its quarantine).
+
+    One pass scores the valid rows (validity is checked inside it and invalid rows counted);
+    a second pass writes the invalid rows with their reasons only when there are any.
+    """
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -199,10 +219,10 @@ def score_day(spark: SparkSession, config: PipelineConfig, ws: Workspace, *, day
         needed = list(dict.fromkeys([*keep, *config.features.request_features, *config.batch_required_columns]))
     else:
         needed = list(dict.fromkeys([*keep, *config.feature_columns, *config.batch_required_columns]))
-    raw = spark.read.parquet(str(source))
+    raw = _read(spark, source)
     numeric_as_text = _check_schema(raw, config, source, needed)
     raw_columns = raw.columns
-    frame = _reasons(raw, config.batch_required_columns, numeric_as_text)
+    frame = _validity(raw, config.batch_required_columns, numeric_as_text)
     inputs_used = [source]
     partitions = partitions_for(input_rows, spark.sparkContext.defaultParallelism, config.batch.rows_per_partition)
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
@@ -215,51 +235,59 @@ def score_day(spark: SparkSession, config: PipelineConfig, ws: Workspace, *, day
         spark.conf.set("spark.sql.files.maxPartitionBytes", str(split))
     else:
         frame = frame.repartition(partitions)
-    frame = frame.persist() if config.batch.source == "features" else frame
-
     publish.clear_stale_staging(output_root, day)
     publish.clear_stale_staging(quarantine_root, day)
-    bad_staging = publish.new_staging(quarantine_root, day)
-    bad = frame.where(F.col("_reason").isNotNull()).select(
-        *[F.col(f"_raw_{c}").alias(c) if c in numeric_as_text else F.col(c) for c in raw_columns], "_reason")
-    bad.write.mode("error").parquet(str(bad_staging))
-    quarantined, _ = _count_and_checksum(spark, bad_staging, [data.id_column])
-    bad_share = quarantined / input_rows if input_rows else 0.0
+    phases = {"prepare": time.perf_counter() - started}
 
     fields = {f.name: f for f in frame.schema.fields}
     schema = T.StructType([fields[c] for c in keep] + [T.StructField("score", T.DoubleType(), False),
                                                         T.StructField("decision", T.ByteType(), False)])
-    unseen = {c: spark.sparkContext.accumulator(0) for c in config.training.categorical}
+    sc = spark.sparkContext
+    unseen = {c: sc.accumulator(0) for c in config.training.categorical}
+    rejected, checksum = sc.accumulator(0), sc.accumulator(0)
     scorer = make_scorer(sha256=model_sha256, payload=payload, providers=list(config.export.providers),
-                         keep=keep, threshold=config.gate.decision_threshold, unseen=unseen)
-    good = frame.where(F.col("_reason").isNull()).select(*keep, *config.feature_columns)
-    scored = (good.mapInPandas(scorer, schema)
+                         keep=keep, threshold=config.gate.decision_threshold, unseen=unseen, rejected=rejected,
+                         checksum=checksum, version=served.version)
+    scored = (frame.select(*keep, *config.feature_columns, "_valid").mapInPandas(scorer, schema)
               .withColumn("model_name", F.lit(served.name))
               .withColumn("model_version", F.lit(served.version))
               .withColumn("run_id", F.lit(served.run_id)))
     staging = publish.new_staging(output_root, day)
     scored.write.mode("error").parquet(str(staging))
-    frame.unpersist()
-    written, checksum = _count_and_checksum(spark, staging, [*keep, "score", "decision", "model_version"])
+    written = _written_rows(staging)
+    phases["score_write"] = time.perf_counter() - started - sum(phases.values())
+
+    bad_staging = publish.new_staging(quarantine_root, day)
+    bad_staging.mkdir(parents=True)
+    if rejected.value:
+        bad = frame.where(~F.col("_valid")).select(
+            *[F.col(f"_raw_{c}").alias(c) if c in numeric_as_text else F.col(c) for c in raw_columns], "_reason")
+        bad.write.mode("overwrite").parquet(str(bad_staging))
+    quarantined = _written_rows(bad_staging)
+    bad_share = quarantined / input_rows if input_rows else 0.0
+    input_digest = _sha256_files(inputs_used)
+    phases["quarantine_digest"] = time.perf_counter() - started - sum(phases.values())
 
     manifest = {
         "pipeline": config.name, "day": day.isoformat(), "input_rows": input_rows, "rows": written,
         "quarantined_rows": quarantined, "bad_share": round(bad_share, 6),
         "model_name": served.name, "model_version": served.version, "model_run_id": served.run_id,
         "variant": served.variant, "model_sha256": model_sha256, "source": config.batch.source,
-        "input_digest": _sha256_files(inputs_used), "inputs": [str(p) for p in inputs_used],
-        "checksum": checksum, "partitions": partitions,
+        "input_digest": input_digest, "inputs": [str(p) for p in inputs_used],
+        "checksum": f"{checksum.value % (1 << 64):016x}", "partitions": partitions,
         "unseen_categories": {c: acc.value for c, acc in unseen.items() if acc.value},
         "submission": submission, "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "seconds": round(time.perf_counter() - started, 3),
+        "phase_seconds": {k: round(v, 3) for k, v in phases.items()},
     }
     quarantine_manifest = {k: manifest[k] for k in ("pipeline", "day", "input_rows", "quarantined_rows",
                                                     "submission", "input_digest")}
     publish.write_manifest(bad_staging, quarantine_manifest)
     publish.publish(bad_staging, publish.partition_dir(quarantine_root, day))
-    if written + quarantined != input_rows:
+    if written + quarantined != input_rows or quarantined != rejected.value:
         raise DataValidationError(f"reconciliation failed for {source}: {input_rows} input rows but {written} scored "
-                                  f"+ {quarantined} quarantined; nothing published")
+                                  f"+ {quarantined} quarantined (the scoring pass counted {rejected.value} invalid); "
+                                  f"nothing published")
     if bad_share > config.batch.max_bad_share:
         raise DataValidationError(
             f"{source}: {quarantined} of {input_rows} rows ({bad_share:.2%}) failed validation, over "
@@ -268,8 +296,8 @@ def score_day(spark: SparkSession, config: PipelineConfig, ws: Workspace, *, day
             result_path=str(publish.partition_dir(quarantine_root, day)))
     publish.write_manifest(staging, manifest)
     publish.publish(staging, publish.partition_dir(output_root, day))
-    log.info("%s %s: %d scored, %d quarantined, model %s v%s (%s), %.1f s", config.name, day, written,
-             quarantined, served.name, served.version, served.variant, manifest["seconds"])
+    log.info("%s %s: %d scored, %d quarantined, model %s v%s (%s), %.1f s %s", config.name, day, written,
+             quarantined, served.name, served.version, served.variant, manifest["seconds"], manifest["phase_seconds"])
     return manifest
 
 

@@ -39,8 +39,9 @@ def worker_model(sha256: str, payload: Any, providers: list[str]) -> OnnxModel:
 
 
 def make_scorer(*, sha256: str, payload: Any, providers: list[str], keep: list[str], threshold: float,
-                unseen: dict[str, Any]) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """The ``mapInPandas`` function: ``keep`` columns plus ``score`` and ``decision``.
+                unseen: dict[str, Any], rejected: Any, checksum: Any,
+                version: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The ``mapInPandas`` function: ``keep`` columns plus ``score`` and ``decision`` for valid rows.
 
     Args:
         sha256: the model's recorded hash.
@@ -49,13 +50,23 @@ def make_scorer(*, sha256: str, payload: Any, providers: list[str], keep: list[s
         keep: input columns copied to the output (id, entity, timestamp).
         threshold: decision threshold on the score.
         unseen: accumulator per categorical column, counting categories the model never saw.
+        rejected: accumulator counting rows whose ``_valid`` is false (not scored, not output).
+        checksum: accumulator summing a 64-bit hash of each output row (order-independent).
+        version: the model version, part of each row's hash.
     """
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import numpy as np
+        import pandas as pd
 
         model = worker_model(sha256, payload, providers)
         for frame in batches:
+            valid = frame.pop("_valid").to_numpy(dtype=bool)
+            if not valid.all():
+                rejected.add(int((~valid).sum()))
+                frame = frame[valid]
+            if frame.empty:
+                continue
             scores = model.predict_proba(frame)
             for column, count in model.last_unseen.items():
                 if column in unseen:
@@ -63,6 +74,8 @@ def make_scorer(*, sha256: str, payload: Any, providers: list[str], keep: list[s
             out = frame[keep].copy()
             out["score"] = scores
             out["decision"] = (scores >= threshold).astype(np.int8)
+            hashed = pd.util.hash_pandas_object(out.assign(model_version=version), index=False)
+            checksum.add(int(hashed.to_numpy().sum(dtype=np.uint64)))
             yield out
 
     return score
