@@ -71,7 +71,8 @@ def fraud_day():
 
 @pytest.fixture(scope="session")
 def ctr_onnx(tmp_path_factory):
-    """The CTR frame, its config, and two different fp32 ONNX models as versions "1" and "2"."""
+    """The CTR frame, its config, the fitted HistGradientBoosting (``estimator``), and two
+    different fp32 ONNX models as versions "1" (that estimator) and "2"."""
     from tests import helpers
 
     frame = helpers.ctr_frame()
@@ -80,4 +81,4 @@ def ctr_onnx(tmp_path_factory):
     root = tmp_path_factory.mktemp("ctr-onnx")
     files = {"1": helpers.save_onnx(v1, config, root / "v1" / "model.onnx"),
              "2": helpers.save_onnx(v2, config, root / "v2" / "model.onnx")}
-    return SimpleNamespace(frame=frame, config=config, files=files)
+    return SimpleNamespace(frame=frame, config=config, estimator=v1, files=files)

@@ -15,7 +15,6 @@ from mlflywheel.export import export_onnx, export_variants, parity
 from mlflywheel.runtime import OnnxModel, resolve_providers
 from mlflywheel.train.core import model_inputs
 from mlflywheel.train.sklearn import build
-from tests import helpers
 
 pytestmark = pytest.mark.unit
 LOOSE = ParityLimits(max_abs_diff=1.0, min_decision_agreement=0.0, max_metric_delta=1.0)
@@ -23,13 +22,13 @@ IMPOSSIBLE = ParityLimits(max_abs_diff=0.0, min_decision_agreement=1.0, max_metr
 
 
 @pytest.fixture(scope="module")
-def ctr_frame():
-    return helpers.ctr_frame()
+def ctr_frame(ctr_onnx):
+    return ctr_onnx.frame
 
 
 @pytest.fixture(scope="module")
-def hgb(ctr_frame):
-    return helpers.ctr_hgb(ctr_frame)
+def hgb(ctr_onnx):
+    return ctr_onnx.config, ctr_onnx.estimator
 
 
 def _mlp(config, frame):
