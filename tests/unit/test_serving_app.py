@@ -178,10 +178,14 @@ def test_a_full_queue_answers_503_at_once(serve_ctr):
     with serve_ctr(max_queue_rows=2) as s:
         refused = s.client.post("/predict", json={"records": [ctr_record(i) for i in range(1, 4)]})
         fine = s.client.post("/predict", json={"records": [ctr_record(1)]})
+        s.server.batcher._queued_rows = 2  # as if two rows were waiting for the session
+        shed = s.client.post("/predict", content=b"not even parsed", headers={"content-type": "application/json"})
+        s.server.batcher._queued_rows = 0
         metrics = s.client.get("/metrics").text
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert refused.json()["code"] == "queue_full" and fine.status_code == 200
-    assert 'flywheel_serving_rejected_total{reason="queue_full",route="/predict"} 1.0' in metrics
+    assert shed.status_code == 503 and shed.json()["code"] == "queue_full"  # refused before the body was parsed
+    assert 'flywheel_serving_rejected_total{reason="queue_full",route="/predict"} 2.0' in metrics
 
 
 def test_hot_reload_and_a_version_that_fails_its_hash_is_refused(serve_ctr, ctr_onnx):

@@ -269,6 +269,13 @@ class ModelServer:
             return self._refuse(result, route_name, started, version=version, role=role)
         return results
 
+    def _shed(self) -> None:
+        """Refuse at once, before reading or parsing the body, when the queue is already full:
+        under overload the server's time goes to the requests it can answer."""
+        if self.batcher.queued_rows >= self.batcher.max_queue_rows:
+            raise RequestError(503, "queue_full", f"{self.batcher.queued_rows} rows queued (limit "
+                                                  f"{self.batcher.max_queue_rows}); retry later")
+
     def _champion(self) -> None:
         if CHAMPION not in self.watcher.current.models:
             raise RequestError(503, "not_ready", "no @champion loaded yet" +
@@ -287,6 +294,7 @@ class ModelServer:
         arriving = True
         self.metrics.in_flight.inc()
         try:
+            self._shed()
             body = await self._body(request)
             request_id = check_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
             parsed = parse_predict(body, self.contract)
@@ -372,6 +380,7 @@ class ModelServer:
         self.metrics.in_flight.inc()
         try:
             loaded, role = self._model(request)
+            self._shed()
             body = await self._body(request)
             parsed = parse_infer(body, self.contract)
             if loaded is None:
