@@ -284,9 +284,7 @@ class DriftSpec(_Strict):
     @field_validator("schedule")
     @classmethod
     def _drift_cron(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"expected a 5-field cron expression, found {value!r}")
-        return value
+        return Schedule._five_fields(value)
 
 
 class ServingSpec(_Strict):
