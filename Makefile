@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/onnx_vs_native.py
 	$(BIN)/python bench/serving_vs_mlflow.py
 	$(BIN)/python bench/drift_vs_evidently.py
+	$(BIN)/python bench/batch_vs_spark_udf.py
 
 clean-workspace:
 	rm -rf .flywheel
