@@ -148,3 +148,51 @@ def ctr_record(ad_id: int = 7, **changes: Any) -> dict[str, Any]:
               "clicked_count_1d": 3, "clicked_count_7d": 10, "clicked_mean_7d": 0.05, "bid_price_mean_7d": None}
     record.update(changes)
     return record
+
+
+def train_champion(ws: Any, config: Any, until: dt.date) -> dict[str, Any]:
+    """The training DAG's core steps on ``ws`` without Airflow: the window ending the day before
+    ``until`` is materialized, trained, gated, registered (the first version becomes
+    ``@champion``) and exported. Returns the snapshot and the version."""
+    from mlflywheel import tracking
+    from mlflywheel.evaluate import evaluate_gate
+    from mlflywheel.export import export_version
+    from mlflywheel.features import materialize_and_snapshot
+    from mlflywheel.registry import register
+    from mlflywheel.train import train
+
+    end = dt.datetime.combine(until, dt.time(), tzinfo=dt.UTC)
+    features = materialize_and_snapshot(config, ws, interval_end=end, window_days=config.training.window_days)
+    key = tracking.run_key(config, end - dt.timedelta(days=1), end, config.training.window_days)
+    trained = train(config, ws, snapshot=features["snapshot"], run_key=key)
+    verdict = evaluate_gate(config, ws, run_id=trained["run_id"], model_uri=trained["model_uri"],
+                            snapshot=features["snapshot"])
+    assert verdict["decision"] == "approved", verdict["reasons"]
+    version = str(register(config, ws, run_id=trained["run_id"], model_uri=trained["model_uri"],
+                           run_key=key)["version"])
+    export_version(config, ws, version=version)
+    return {"snapshot": features["snapshot"], "version": version}
+
+
+def run_dag(dag_file: str, builder: str, config: Any, logical: dt.datetime,
+            conf: dict | None = None) -> tuple[str, dict[str, str], str]:
+    """Build ``config``'s DAG with ``dags/<dag_file>``'s factory and run it once with ``dag.test()``.
+
+    Retries are set to 0: a failure fails the test at once instead of waiting out a retry
+    delay. Returns the run's state, each task's state and the run id.
+    """
+    import importlib.util
+
+    from mlflywheel.settings import project_root
+
+    path = project_root() / "dags" / dag_file
+    spec = importlib.util.spec_from_file_location(f"_{path.stem}_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = getattr(module, builder)(config)
+    for task in dag.tasks:
+        task.retries = 0
+    run = dag.test(logical_date=logical, run_conf=conf)
+    states = {ti.task_id: str(ti.state).split(".")[-1].lower() for ti in run.get_task_instances()}
+    return str(run.state).split(".")[-1].lower(), states, run.run_id
+

@@ -24,6 +24,7 @@ import pytest
 from mlflywheel.config import load_pipeline
 from mlflywheel.data.io import partition_path, write_parquet_atomic
 from mlflywheel.settings import Workspace
+from tests.helpers import run_dag, train_champion
 
 ROOT = Path(__file__).resolve().parents[2]
 LAST_DAY = dt.date(2026, 6, 1)
@@ -40,27 +41,14 @@ def _at(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 def champion(tmp_path_factory):
     """A workspace whose ``fraud_detector@champion`` carries a published fp32 ONNX variant."""
     from mlflywheel.data.generate import write_landing
-    from mlflywheel.evaluate import evaluate_gate
-    from mlflywheel.export import export_version
-    from mlflywheel.features import materialize_and_snapshot
-    from mlflywheel.registry import register
-    from mlflywheel.train import train
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLYWHEEL_HOME", str(tmp_path_factory.mktemp("ws-batch")))
         ws = Workspace.from_env().ensure()
         config = load_pipeline(ws.pipelines_dir / "fraud.yaml")
         write_landing(config, ws, start=LAST_DAY - dt.timedelta(days=34), end=LAST_DAY + dt.timedelta(days=2))
-        end = dt.datetime.combine(LAST_DAY + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        features = materialize_and_snapshot(config, ws, interval_end=end, window_days=config.training.window_days)
-        trained = train(config, ws, snapshot=features["snapshot"], run_key="fraud/batch-tests")
-        verdict = evaluate_gate(config, ws, run_id=trained["run_id"], model_uri=trained["model_uri"],
-                                snapshot=features["snapshot"])
-        assert verdict["decision"] == "approved", verdict["reasons"]
-        version = register(config, ws, run_id=trained["run_id"], model_uri=trained["model_uri"],
-                           run_key="fraud/batch-tests")["version"]
-        export_version(config, ws, version=str(version))
-        yield ws, config, features["snapshot"], str(version)
+        champion = train_champion(ws, config, LAST_DAY + dt.timedelta(days=1))
+        yield ws, config, champion["snapshot"], champion["version"]
 
 
 @pytest.fixture(scope="module")
@@ -299,21 +287,15 @@ def standalone_cluster(tmp_path):
 def test_the_same_job_on_a_standalone_cluster_through_the_airflow_connection(
         champion, spark, standalone_cluster, airflow_db, tmp_path, monkeypatch):
     """``<pipeline>__batch_score`` with ``spark_default`` = the cluster gives the local run's rows and scores."""
-    import importlib.util
-
     ws, config, _, _ = champion
     master, worker_log = standalone_cluster
     monkeypatch.setenv("FLYWHEEL_HOME", str(ws.home))
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": master}))
     day = LAST_DAY - dt.timedelta(days=6)
     _run(spark, ws, config, day, output_root=tmp_path / "local")
-    spec = importlib.util.spec_from_file_location("_flywheel_batch_dag", ROOT / "dags" / "flywheel_batch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag = module.build_batch_dag(config)
-    dag.get_task("batch_score").retries = 0
-    run = dag.test(logical_date=dt.datetime(2026, 6, 3, tzinfo=dt.UTC), run_conf={"day": str(day)})
-    assert str(run.state).split(".")[-1].lower() == "success"
+    state, _, _ = run_dag("flywheel_batch.py", "build_batch_dag", config, dt.datetime(2026, 6, 3, tzinfo=dt.UTC),
+                          {"day": str(day)})
+    assert state == "success"
     assert "Asked to launch executor" in worker_log.read_text()  # the work ran on the cluster's worker
     key = [config.data.id_column, "score", "decision", "model_version"]
     local = pd.read_parquet(tmp_path / "local").sort_values(config.data.id_column)[key].reset_index(drop=True)

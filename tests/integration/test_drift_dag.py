@@ -19,6 +19,7 @@ import pytest
 from mlflywheel import tracking
 from mlflywheel.config import load_pipeline
 from mlflywheel.settings import Workspace
+from tests.helpers import run_dag, train_champion
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINED_UNTIL = dt.date(2026, 6, 2)       # the champion's snapshot ends the day before
@@ -34,11 +35,6 @@ def _at(day: int, hour: int = 1) -> dt.datetime:
 def drift_ws(tmp_path_factory, airflow_db):
     from mlflywheel.data.generate import write_landing
     from mlflywheel.data.labels import write_labels
-    from mlflywheel.evaluate import evaluate_gate
-    from mlflywheel.export import export_version
-    from mlflywheel.features import materialize_and_snapshot
-    from mlflywheel.registry import register
-    from mlflywheel.train import train
 
     home = tmp_path_factory.mktemp("ws-drift")
     with pytest.MonkeyPatch.context() as mp:
@@ -51,29 +47,12 @@ def drift_ws(tmp_path_factory, airflow_db):
         write_landing(config, ws, start=HOLIDAY_FROM, end=HOLIDAY_FROM + dt.timedelta(days=8), scenario="holiday")
         write_labels(config, ws, start=TRAINED_UNTIL - dt.timedelta(days=69), end=HOLIDAY_FROM + dt.timedelta(days=8),
                      delay_days=config.drift.live.label_delay_days)
-        end = dt.datetime.combine(TRAINED_UNTIL, dt.time(), tzinfo=dt.UTC)
-        features = materialize_and_snapshot(config, ws, interval_end=end, window_days=config.training.window_days)
-        key = tracking.run_key(config, end - dt.timedelta(days=1), end, config.training.window_days)
-        trained = train(config, ws, snapshot=features["snapshot"], run_key=key)
-        evaluate_gate(config, ws, run_id=trained["run_id"], model_uri=trained["model_uri"],
-                      snapshot=features["snapshot"])
-        version = register(config, ws, run_id=trained["run_id"], model_uri=trained["model_uri"], run_key=key)
-        export_version(config, ws, version=version["version"])
+        train_champion(ws, config, TRAINED_UNTIL)
         yield ws, config
 
 
 def _run(config, logical: dt.datetime, conf: dict | None = None):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_flywheel_drift_dag", ROOT / "dags" / "flywheel_drift.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag = module.build_drift_dag(config)
-    for task in dag.tasks:  # a failure must fail the test now, not wait out a retry delay
-        task.retries = 0
-    run = dag.test(logical_date=logical, run_conf=conf)
-    states = {ti.task_id: str(ti.state).split(".")[-1].lower() for ti in run.get_task_instances()}
-    return str(run.state).split(".")[-1].lower(), states, run.run_id
+    return run_dag("flywheel_drift.py", "build_drift_dag", config, logical, conf)
 
 
 def _db(query: str, *args):

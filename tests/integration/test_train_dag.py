@@ -20,6 +20,7 @@ from mlflywheel.config import load_pipeline
 from mlflywheel.data.generate import inject_bad_data, write_landing
 from mlflywheel.data.io import partition_path, write_parquet_atomic
 from mlflywheel.settings import Workspace
+from tests.helpers import run_dag
 
 ROOT = Path(__file__).resolve().parents[2]
 LAST_DAY = dt.date(2026, 6, 1)          # the first interval validates this day
@@ -38,17 +39,8 @@ def _workspace(tmp_path_factory, monkeypatch, name: str, pipelines_dir: Path | N
 
 
 def _run(config, logical: dt.datetime, conf: dict | None = None):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_flywheel_train_dag", ROOT / "dags" / "flywheel_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag = module.build_train_dag(config)
-    for task in dag.tasks:  # a failure must fail the test now, not wait out a 5-minute retry delay
-        task.retries = 0
-    run = dag.test(logical_date=logical, run_conf=conf)
-    states = {ti.task_id: str(ti.state).split(".")[-1].lower() for ti in run.get_task_instances()}
-    return str(run.state).split(".")[-1].lower(), states
+    state, states, _ = run_dag("flywheel_train.py", "build_train_dag", config, logical, conf)
+    return state, states
 
 
 def _links(dag_id: str) -> dict[tuple[str, str], str]:
