@@ -342,7 +342,12 @@ def resolve_alias(ws: Any, name: str, alias: str) -> Served:
         raise RegistryError(f"{name}@{alias} does not exist (registry {ws.registry_uri})")
     variant = version.tags.get(TAG_SERVE_VARIANT, "onnx-fp32")
     return Served(name=name, version=str(version.version), run_id=str(version.run_id or ""), variant=variant,
-                  precision=variant.split("@")[0].removeprefix("onnx-"))
+                  precision=variant_precision(variant))
+
+
+def variant_precision(variant: str) -> str:
+    """``onnx-int8@CPU`` -> ``int8``: the precision part of a ``flywheel.serve_variant`` value."""
+    return variant.split("@")[0].removeprefix("onnx-")
 
 
 def fetch_variant(ws: Any, name: str, version: str, precision: str = "fp32") -> tuple[Path, str]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mlflywheel import tracking
 from mlflywheel.data.io import available_days, landing_dir
 from mlflywheel.errors import DriftInputError
+from mlflywheel.export import variant_precision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +94,7 @@ def load_model(config: PipelineConfig, ws: Workspace, ref: Reference) -> OnnxMod
     """The champion's serving variant on the CPU (a drift check scores thousands of rows, not millions)."""
     from mlflywheel.export import load_version
 
-    precision = ref.serve_variant.split("@")[0].removeprefix("onnx-")
+    precision = variant_precision(ref.serve_variant)
     return load_version(ws, ref.model_name, ref.version, precision=precision, providers=["CPUExecutionProvider"],
                         intra_op_threads=1, expected_features=config.feature_columns)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlflywheel.errors import RegistryError
+from mlflywheel.export import TAG_SERVE_VARIANT, variant_precision
 from mlflywheel.serving.routing import (
     CANARY,
     CHALLENGER,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from mlflywheel.settings import Workspace
 
 log = logging.getLogger(__name__)
-TAG_SERVE_VARIANT = "flywheel.serve_variant"
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class MlflowSource:
 
         mv = self.client.get_model_version(self.model_name, version)
         variant = mv.tags.get(TAG_SERVE_VARIANT, "onnx-fp32")
-        precision = variant.split("@")[0].removeprefix("onnx-")
+        precision = variant_precision(variant)
         model = load_version(self.ws, self.model_name, version, precision=precision, providers=self.providers,
                              intra_op_threads=1, expected_features=self.config.feature_columns)
         _remove_download(model.path)
