@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 def run_summary(config: PipelineConfig, ws: Workspace, *, start: dt.datetime, end: dt.datetime,
                 window_days: int | None = None) -> dict[str, Any]:
     """Validation, features, training, gate and registry facts for one data interval."""
+    from mlflywheel.batch import publish
+    from mlflywheel.batch.job import interval_days
     from mlflywheel.registry import find_version
 
     window = window_days or config.training.window_days
@@ -62,6 +64,16 @@ def run_summary(config: PipelineConfig, ws: Workspace, *, start: dt.datetime, en
                                 "reasons": tags.get("flywheel.benchmark.reasons", ""),
                                 "verdict": str(ws.reports_dir / config.name / "benchmark"
                                                / f"{config.model_name}-v{mv.version}.json")}
+    days = []
+    for day in interval_days(start, end):
+        manifest = publish.partition_dir(ws.predictions_root / config.name, day) / publish.MANIFEST
+        if manifest.is_file():
+            days.append(json.loads(manifest.read_text()))
+    if days:
+        out["batch"] = {"rows": sum(d["rows"] for d in days), "quarantined": sum(d["quarantined_rows"] for d in days),
+                        "model": f"{days[-1]['model_name']} v{days[-1]['model_version']}",
+                        "partitions": [str(publish.partition_dir(ws.predictions_root / config.name,
+                                                                 dt.date.fromisoformat(d["day"]))) for d in days]}
     return out
 
 
@@ -106,6 +118,10 @@ def format_summary(summary: dict[str, Any], ws: Workspace) -> str:
     if b:
         lines.append(f"  benchmark      {b['decision'].upper()}: serve {b['serve_variant'] or 'nothing'}"
                      f"{'; ' + b['reasons'] if b['reasons'] else ''}  ({b['verdict']})")
+    scored = summary.get("batch")
+    if scored:
+        lines.append(f"  batch scored   {scored['rows']} rows ({scored['quarantined']} quarantined) with "
+                     f"{scored['model']} -> {', '.join(scored['partitions'])}")
     lines += ["  look further   make mlflow-ui  (MLflow UI on http://127.0.0.1:5000)",
               f"                 reports: {ws.reports_dir / summary['pipeline']}"]
     return "\n".join(lines)

@@ -236,6 +236,8 @@ def test_summary_reports_every_step_of_the_run(fraud):
     text = format_summary(summary, ws)
     assert f"registered     {config.model_name} v1  aliases: @challenger, @champion" in text
     assert "benchmark      APPROVED: serve onnx-fp32@CPU" in text
+    assert summary["batch"]["model"] == f"{config.model_name} v1" and summary["batch"]["rows"] > 1000
+    assert f"batch scored   {summary['batch']['rows']} rows (0 quarantined) with {config.model_name} v1" in text
 
 
 def test_pytorch_trainer_runs_the_same_dag_through_benchmark(tmp_path_factory, airflow_db):
