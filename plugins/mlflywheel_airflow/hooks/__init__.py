@@ -1,6 +1,7 @@
-"""Hooks: connections to MLflow and the Feast repo. Each falls back to the embedded default."""
+"""Hooks: connections to MLflow, the Feast repo and the model server. Each falls back to the embedded default."""
 
 from mlflywheel_airflow.hooks.feast import FeastHook
 from mlflywheel_airflow.hooks.mlflow import MlflowHook
+from mlflywheel_airflow.hooks.serving import ModelServerHook
 
-__all__ = ["FeastHook", "MlflowHook"]
+__all__ = ["FeastHook", "MlflowHook", "ModelServerHook"]
