@@ -311,6 +311,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(config, ws, host=args.host, port=args.port, **overrides)
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from mlflywheel import tracking
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.errors import RegistryError
+    from mlflywheel.rollout import restore_previous
+
+    ws = Workspace.from_env().ensure()
+    config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
+    reason = args.reason or f"manual rollback ({'to v' + args.to if args.to else 'to @previous_champion'})"
+    try:
+        event = restore_previous(ws, config, tracking.client(ws), reason, to_version=args.to)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(event, indent=2))
+    return 0
+
+
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     ws = Workspace.from_env().ensure()
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
@@ -381,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a serving setting of the pipeline config (repeatable), e.g. max_batch_size=32")
     srv.set_defaults(func=cmd_serve)
+
+    rb = sub.add_parser("rollback", help="@champion back to @previous_champion (or --to VERSION) in one step; "
+                                         "any canary is taken off")
+    rb.add_argument("pipeline")
+    rb.add_argument("--to", metavar="VERSION", help="the version to make @champion (default: @previous_champion)")
+    rb.add_argument("--reason", default="", help="recorded in the deployment ledger")
+    rb.set_defaults(func=cmd_rollback)
 
     env = sub.add_parser("env", help="print the environment for running airflow/mlflow on this workspace")
     env.set_defaults(func=cmd_env)

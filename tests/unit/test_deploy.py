@@ -112,3 +112,21 @@ def test_an_unreadable_server_mid_rollout_rolls_back(rollout_ws, monkeypatch):
 
 def _unreadable(url):
     raise deploy.ServerUnavailable(f"model server metrics at {url}/metrics unreadable: refused")
+
+
+def test_cli_rollback_restores_the_previous_champion(rollout_ws, capsys):
+    from mlflywheel import cli
+
+    ws, config, client, v1, v2, log = rollout_ws
+    rollout.set_canary(ws, config, client, v2, 100, "step")
+    rollout.promote(ws, config, client, v2, "all steps passed")
+    assert cli.main(["rollback", config.name]) == 0
+    assert aliases(client, config.model_name) == {"champion": v1, "previous_champion": v2}
+    assert json.loads(capsys.readouterr().out)["champion"] == v1
+    assert cli.main(["rollback", config.name, "--to", v2, "--reason", "v1 misbehaves"]) == 0
+    assert aliases(client, config.model_name) == {"champion": v2, "previous_champion": v1}
+    last = json.loads(rollout.ledger_path(ws, config).read_text().splitlines()[-1])
+    assert (last["event"], last["champion"], last["reason"]) == ("deploy", v2, "v1 misbehaves")
+    client.delete_registered_model_alias(config.model_name, "previous_champion")
+    assert cli.main(["rollback", config.name]) == 1
+    assert "has no @previous_champion" in capsys.readouterr().err
