@@ -13,6 +13,7 @@ Adding a model is adding a YAML (plus its Feast view and expectation suite), no 
 | `register` | model version found by run key (never twice), alias `challenger` (first model: `champion`) | |
 | `export_quantize` | ONNX fp32 (+ INT8 where the graph has MatMul/Gemm), parity-checked, added to the version | fp32 off parity fails with the numbers |
 | `benchmark` | ONNX variants vs the native model (latency p50/p95/p99, rows/s by batch), SLA, variant to serve | an SLA miss skips what follows |
+| `deploy_canary` | the approved version goes live on the model server as `@canary` in steps (default 5, 20, 50, 100 %), judged at each step against `@champion` on live traffic (errors, p99, score PSI, labels); waits are deferred | a failing step rolls back (a decision: the task succeeds, the champion never changed); no server, no champion or a first model: skipped with the reason, never promoted blindly |
 | `batch_score` | Spark job: the interval's rows scored with `@champion`, one Parquet partition per day with a manifest | runs even when a gate said no (the champion still scores); bad data fails without retries |
 
 **Schedule**: nightly cron, or as soon as the drift monitor emits `flywheel://<pipeline>/drift`.
@@ -32,6 +33,7 @@ from mlflywheel.settings import Workspace
 from mlflywheel_airflow.operators import (
     BatchScoreOperator,
     BenchmarkOperator,
+    DeployCanaryOperator,
     EvaluateGateOperator,
     ExportQuantizeOperator,
     MaterializeFeaturesOperator,
@@ -43,6 +45,7 @@ from mlflywheel_airflow.operators import (
 MLFLOW_CONN_ID = "mlflow_default"
 FEAST_CONN_ID = "feast_default"
 SPARK_CONN_ID = "spark_default"
+MODEL_SERVER_CONN_ID = "model_server_default"
 
 TASK_DOCS = {
     "validate": "Runs the pipeline's Great Expectations suite on the landing data of the data interval. "
@@ -60,6 +63,11 @@ TASK_DOCS = {
                        "(onnx flavor, hashes and parity as version tags).",
     "benchmark": "Measures the ONNX variants on each available provider next to the native model, checks the "
                  "SLA on the serving provider and records the variant to serve; chart and table in MLflow.",
+    "deploy_canary": "Rolls the approved version out on the model server (connection `model_server_default`, "
+                     "`http://127.0.0.1:8080` without one) as `@canary`, step by step from the pipeline's `rollout:` "
+                     "section. Each step is judged against `@champion` on the same live traffic and recorded (verdict "
+                     "JSON, deployment ledger) before acting: promote at 100 %, roll back on a failed check. Skips "
+                     "itself, changing nothing, when the version is already champion or the server cannot be read.",
     "batch_score": "spark-submit of the batch job (connection `spark_default`, `local[*]` without one): joins the "
                    "interval's landing rows to the Feast offline features point-in-time, quarantines invalid rows, "
                    "scores with `@champion` through ONNX Runtime and publishes `predictions/<pipeline>/ds=<day>/` "
@@ -112,10 +120,13 @@ def build_train_dag(config: PipelineConfig) -> DAG:
                                         registered=register.output, mlflow_conn_id=MLFLOW_CONN_ID, **common)
         benchmark = BenchmarkOperator(task_id="benchmark", doc_md=TASK_DOCS["benchmark"], exported=export.output,
                                       mlflow_conn_id=MLFLOW_CONN_ID, **common)
+        deploy = DeployCanaryOperator(task_id="deploy_canary", doc_md=TASK_DOCS["deploy_canary"],
+                                      benchmarked=benchmark.output, model_server_conn_id=MODEL_SERVER_CONN_ID,
+                                      mlflow_conn_id=MLFLOW_CONN_ID, **common)
         batch_score = BatchScoreOperator(task_id="batch_score", doc_md=TASK_DOCS["batch_score"],
                                          conn_id=SPARK_CONN_ID, mlflow_conn_id=MLFLOW_CONN_ID,
                                          trigger_rule="none_failed", **common)
-        validate >> materialize >> train >> gate >> register >> export >> benchmark >> batch_score
+        validate >> materialize >> train >> gate >> register >> export >> benchmark >> deploy >> batch_score
     return dag
 
 

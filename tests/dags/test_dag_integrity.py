@@ -11,7 +11,7 @@ from mlflywheel.config import APPROVED_TAGS, load_pipelines
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = load_pipelines(ROOT / "include" / "pipelines")
 TASKS = ["validate", "feature_materialize", "train", "evaluate_gate", "register", "export_quantize", "benchmark",
-         "batch_score"]
+         "deploy_canary", "batch_score"]
 pytestmark = pytest.mark.dags
 
 
@@ -40,6 +40,8 @@ def test_task_graph_is_the_documented_chain(dagbag, config):
     # the champion still scores the day when a gate skipped the steps before batch_score
     assert dag.get_task("batch_score").trigger_rule == "none_failed"
     assert dag.get_task("batch_score")._conn_id == "spark_default"
+    deploy = dag.get_task("deploy_canary")
+    assert deploy.trigger_rule == "all_success" and deploy.model_server_conn_id == "model_server_default"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)

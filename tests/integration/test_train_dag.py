@@ -69,8 +69,12 @@ def test_first_run_registers_a_champion(fraud):
     ws, config, (state, states), _ = fraud
     assert state == "success", states
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the workspace's store did not leak
-    assert states == dict.fromkeys(["validate", "feature_materialize", "train", "evaluate_gate", "register",
-                                    "export_quantize", "benchmark", "batch_score"], "success")
+    assert states == {**dict.fromkeys(["validate", "feature_materialize", "train", "evaluate_gate", "register",
+                                       "export_quantize", "benchmark", "batch_score"], "success"),
+                      "deploy_canary": "skipped"}
+    # a first model is already @champion: nothing to roll out, said in the deployment ledger
+    (skip,) = [json.loads(line) for line in (ws.reports_dir / config.name / "deployments.jsonl").read_text().splitlines()]
+    assert skip["event"] == "deploy_canary:skipped" and "already @champion" in skip["reason"]
     (version,) = _versions(ws, config)
     client = tracking.client(ws)
     mv = client.get_model_version(config.model_name, version.version)
@@ -146,7 +150,7 @@ def test_bad_landing_data_stops_before_training_and_keeps_the_champion(fraud):
     assert state == "failed"
     assert states["validate"] == "failed"
     assert {states[t] for t in ("feature_materialize", "train", "evaluate_gate", "register", "export_quantize",
-                                 "benchmark", "batch_score")} == {"upstream_failed"}
+                                 "benchmark", "deploy_canary", "batch_score")} == {"upstream_failed"}
     assert len(_versions(ws, config)) == 1
     assert tracking.client(ws).get_model_version_by_alias(config.model_name, "champion").version == champion_before
     result = json.loads((ws.reports_dir / config.name / "validation" / "2026-06-02_2026-06-02.json").read_text())
@@ -169,7 +173,8 @@ def strict_fraud(tmp_path_factory, airflow_db):
 def test_gate_rejection_is_a_decision_that_skips_register(strict_fraud):
     ws, config, (state, states) = strict_fraud
     assert states["evaluate_gate"] == "success"
-    assert states["register"] == states["export_quantize"] == states["benchmark"] == "skipped"
+    assert states["register"] == states["export_quantize"] == states["benchmark"] == states["deploy_canary"] \
+        == "skipped"
     # batch_score still runs after a rejection (the champion scores the day), but no model was ever
     # approved here: there is no @champion to score with, which fails the run loudly.
     assert states["batch_score"] == "failed" and state == "failed"
@@ -250,6 +255,7 @@ def test_pytorch_trainer_runs_the_same_dag_through_benchmark(tmp_path_factory, a
         ws, config = _workspace(tmp_path_factory, mp, "fraud", pipelines_dir=folder)
         state, states = _run(config, LOGICAL)
         assert state == "success", states
+        assert states.pop("deploy_canary") == "skipped"  # a first model: already @champion
         assert set(states.values()) == {"success"}
         (version,) = _versions(ws, config)
         client = tracking.client(ws)
