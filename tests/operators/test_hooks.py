@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlflywheel_airflow.hooks import FeastHook, MlflowHook
+from mlflywheel_airflow.hooks import FeastHook, MlflowHook, ModelServerHook
 
 pytestmark = pytest.mark.operators
 
@@ -38,6 +38,26 @@ def test_feast_connection_points_at_another_repo(monkeypatch, tmp_path):
     assert FeastHook().workspace().feature_repo == tmp_path / "repo"
     ok, message = FeastHook().test_connection()
     assert not ok and "feature_store.yaml not found" in message
+
+
+@pytest.mark.parametrize(("conn", "expected"), [
+    (None, "http://127.0.0.1:8080"),
+    ({"conn_type": "http", "host": "serving.internal", "port": 8080}, "http://serving.internal:8080"),
+    ({"conn_type": "http", "host": "https://serving.example/"}, "https://serving.example"),
+])
+def test_model_server_url_from_the_connection(monkeypatch, conn, expected):
+    if conn is None:
+        monkeypatch.delenv("AIRFLOW_CONN_MODEL_SERVER_DEFAULT", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_CONN_MODEL_SERVER_DEFAULT", json.dumps(conn))
+    assert ModelServerHook().base_url() == expected
+
+
+def test_model_server_connection_test_names_the_url(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MODEL_SERVER_DEFAULT", json.dumps({"conn_type": "http", "host": "127.0.0.1",
+                                                                         "port": 9}))
+    ok, message = ModelServerHook().test_connection()
+    assert not ok and message == "http://127.0.0.1:9/v2/health/ready did not answer 200"
 
 
 @pytest.mark.parametrize(("link", "result", "expected"), [

@@ -130,3 +130,21 @@ def test_cli_rollback_restores_the_previous_champion(rollout_ws, capsys):
     client.delete_registered_model_alias(config.model_name, "previous_champion")
     assert cli.main(["rollback", config.name]) == 1
     assert "has no @previous_champion" in capsys.readouterr().err
+
+
+def test_shadow_first_bakes_on_shadow_copies_then_routes_traffic(rollout_ws, monkeypatch):
+    ws, config, client, v1, v2, log = rollout_ws
+    config = config.model_copy(update={"rollout": config.rollout.model_copy(update={
+        "strategy": "shadow_first", "shadow_bake_minutes": 1.0})})
+    monkeypatch.setattr(deploy, "scrape", lambda url: scrape({v1: (100, 0, 0.002)}))
+    state = deploy.start(ws, config, client, version=v2, metrics_url="http://server", log=log, now=T0)
+    tags = client.get_registered_model(config.model_name).tags
+    assert (state["mode"], tags["flywheel.serving_mode"], tags["flywheel.canary_weight"]) == ("shadow", "shadow", "0")
+    PredictionLog(log).append([Prediction(f"s{i}", 0, role, T0.timestamp() + i / 20, str(i), None, "m", version,
+                                          "/predict", {}, float(SCORES[i]), 1.0)
+                               for i in range(1000) for role, version in (("champion", v1), ("shadow", v2))])
+    out = deploy.analyse(ws, config, client, state, metrics_text=scrape({v1: (1100, 0, 0.002)}),
+                         now=T0 + dt.timedelta(seconds=61))
+    assert (out["decision"], out["mode"], out["weight"]) == ("advance", "canary", 20.0), out["reasons"]
+    tags = client.get_registered_model(config.model_name).tags
+    assert (tags["flywheel.serving_mode"], tags["flywheel.canary_weight"]) == ("canary", "20")
