@@ -140,11 +140,13 @@ def analyse(ws: Workspace, config: PipelineConfig, client: MlflowClient, state: 
         canary_rows, champion_rows = rollout.window(log, started, now, canary_version=version,
                                                     champion_version=champion, shadow=step.mode == "shadow")
         canary_scores, champion_scores = canary_rows["score"].tolist(), champion_rows["score"].tolist()
+        labels = _label_counts(ws, config, canary_rows, champion_rows, started, now)
     else:  # no prediction logged yet: no scores, so the PSI check is inconclusive (never a pass)
-        canary_scores, champion_scores = [], []
+        canary_scores, champion_scores, labels = [], [], None
     verdict = rollout.analyse_step(step, config.rollout, model=config.model_name, canary_version=version,
                                    champion_version=champion, traffic=traffic,
-                                   canary_scores=canary_scores, champion_scores=champion_scores, looks=len(steps))
+                                   canary_scores=canary_scores, champion_scores=champion_scores, labels=labels,
+                                   looks=len(steps))
     action = rollout.decide(verdict, step, (now - started).total_seconds())
     path = rollout.record(ws, config, verdict, action)
     out = {**state, "decision": action, "reasons": verdict.reasons, "verdict_path": str(path)}
@@ -160,6 +162,18 @@ def analyse(ws: Workspace, config: PipelineConfig, client: MlflowClient, state: 
         out.update(step_index=nxt.index, mode=nxt.mode, weight=nxt.weight, step_started=now.isoformat(),
                    baseline=_baseline(metrics_text))
     return out
+
+
+def _label_counts(ws: Workspace, config: PipelineConfig, canary: Any, champion: Any, start: dt.datetime,
+                  end: dt.datetime) -> rollout.LabelCounts | None:
+    """Delayed labels that arrived for the step's predictions by ``end`` (``None`` when none did)."""
+    from mlflywheel.data.labels import read_labels
+
+    labels = read_labels(config, ws, since=start.astimezone(dt.UTC).date(), as_of=end)
+    if labels.empty:
+        return None
+    return rollout.label_counts(canary, champion, labels, id_column=config.data.id_column, label=config.data.label,
+                                threshold=config.gate.decision_threshold)
 
 
 def run_step(ws: Workspace, config: PipelineConfig, client: MlflowClient, state: dict[str, Any]) -> dict[str, Any]:

@@ -148,3 +148,29 @@ def test_shadow_first_bakes_on_shadow_copies_then_routes_traffic(rollout_ws, mon
     assert (out["decision"], out["mode"], out["weight"]) == ("advance", "canary", 20.0), out["reasons"]
     tags = client.get_registered_model(config.model_name).tags
     assert (tags["flywheel.serving_mode"], tags["flywheel.canary_weight"]) == ("canary", "20")
+
+
+def test_delayed_labels_showing_a_worse_canary_roll_it_back(rollout_ws, monkeypatch):
+    import pandas as pd
+
+    from mlflywheel.data.io import write_parquet_atomic
+    from mlflywheel.data.labels import LABEL_TS, labels_dir
+
+    ws, config, client, v1, v2, log = rollout_ws
+    state = started(rollout_ws, monkeypatch, {v1: (100, 0, 0.002)})
+    truth = [i % 2 for i in range(800)]
+    rows = []
+    for i, label in enumerate(truth):  # same score distribution per arm; the canary decides the opposite
+        canary = i % 2 == 0
+        score = (0.1 if label else 0.9) if canary else (0.9 if label else 0.1)
+        rows.append(Prediction(f"l{i}", 0, "canary" if canary else "champion", T0.timestamp() + i / 20, str(i),
+                               f"t{i}", "m", v2 if canary else v1, "/predict", {}, score, 1.0))
+    PredictionLog(log).append(rows)
+    write_parquet_atomic(pd.DataFrame({config.data.id_column: [f"t{i}" for i in range(800)], config.data.label: truth,
+                                       LABEL_TS: pd.Timestamp(T0 + dt.timedelta(seconds=50))}),
+                         labels_dir(config, ws) / f"ds={T0.date()}" / "events-x.parquet")
+    after = scrape({v1: (500, 0, 0.002), v2: (400, 0, 0.002)})
+    out = deploy.analyse(ws, config, client, state, metrics_text=after, now=T0 + dt.timedelta(seconds=61))
+    assert out["decision"] == "rollback" and len(out["reasons"]) == 1
+    assert out["reasons"][0].startswith("labels: canary significantly worse (canary 0.0000 vs champion 1.0000")
+    assert aliases(client, config.model_name) == {"champion": v1}
