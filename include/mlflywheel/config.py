@@ -412,6 +412,10 @@ class PipelineConfig(_Strict):
         return f"{self.name}__train"
 
     @property
+    def rollback_dag_id(self) -> str:
+        return f"{self.name}__rollback"
+
+    @property
     def batch_dag_id(self) -> str:
         return f"{self.name}__batch_score"
 

@@ -449,12 +449,21 @@ def rollback(ws: Workspace, config: PipelineConfig, client: MlflowClient, reason
 def restore_previous(ws: Workspace, config: PipelineConfig, client: MlflowClient, reason: str,
                      to_version: str | None = None) -> dict[str, Any]:
     """Manual rollback: ``@champion`` back to ``@previous_champion`` (or ``to_version``) in one step."""
+    from mlflow.exceptions import MlflowException
+
     from mlflywheel.registry import alias_version
 
     name = config.model_name
     target = to_version or getattr(alias_version(client, name, PREVIOUS_CHAMPION), "version", None)
     if target is None:
         raise RegistryError(f"{name} has no @{PREVIOUS_CHAMPION} to return to; name a version")
+    try:
+        tags = client.get_model_version(name, str(target)).tags
+    except MlflowException as exc:
+        raise RegistryError(f"{name} has no version {target!r}; nothing moved") from exc
+    if tags.get("flywheel.onnx.fp32.published") != "true":
+        raise RegistryError(f"{name} v{target} has no published ONNX variant, so the server could not load it; "
+                            f"nothing moved")
     current = alias_version(client, name, CHAMPION)
     client.set_registered_model_alias(name, CHAMPION, str(target))
     if current is not None and str(current.version) != str(target):

@@ -101,3 +101,17 @@ def test_batch_dag_scores_a_chosen_day_with_a_chosen_alias(dagbag, config):
         dag.params.get_param("day").resolve("June 1st")
     assert dag.params.get_param("day").resolve("2026-06-01") == "2026-06-01"
 
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_rollback_dag_is_manual_and_asks_for_a_reason(dagbag, config):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    dag = dagbag.dags[config.rollback_dag_id]
+    assert dag.task_ids == ["rollback"] and dag.timetable.__class__.__name__ == "NullTimetable"
+    assert dag.doc_md and dag.get_task("rollback").doc_md and dag.get_task("rollback").retries == 0
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("reason").resolve("")
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("to_version").resolve("v2")
+    assert dag.params.get_param("to_version").resolve("") == ""
+

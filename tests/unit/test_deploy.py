@@ -132,6 +132,19 @@ def test_cli_rollback_restores_the_previous_champion(rollout_ws, capsys):
     assert "has no @previous_champion" in capsys.readouterr().err
 
 
+def test_rollback_to_a_missing_or_unexported_version_moves_nothing(rollout_ws):
+    from mlflywheel.errors import RegistryError
+
+    ws, config, client, v1, v2, _ = rollout_ws
+    with pytest.raises(RegistryError, match="has no version '99'; nothing moved"):
+        rollout.restore_previous(ws, config, client, "typo", to_version="99")
+    client.set_model_version_tag(config.model_name, v2, "flywheel.onnx.fp32.published", "false")
+    with pytest.raises(RegistryError, match=f"v{v2} has no published ONNX variant"):
+        rollout.restore_previous(ws, config, client, "not exported", to_version=v2)
+    assert aliases(client, config.model_name) == {"champion": v1}
+    assert not rollout.ledger_path(ws, config).exists()
+
+
 def test_shadow_first_bakes_on_shadow_copies_then_routes_traffic(rollout_ws, monkeypatch):
     ws, config, client, v1, v2, log = rollout_ws
     config = config.model_copy(update={"rollout": config.rollout.model_copy(update={

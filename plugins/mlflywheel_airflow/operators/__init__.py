@@ -11,10 +11,10 @@ from mlflywheel_airflow.operators.onnx import (
            ExportQuantizeOperator,
            OnnxInferenceOperator,
 )
-from mlflywheel_airflow.operators.rollout import DeployCanaryOperator
+from mlflywheel_airflow.operators.rollout import DeployCanaryOperator, RollbackOperator
 from mlflywheel_airflow.operators.spark import BatchScoreOperator
 from mlflywheel_airflow.operators.validation import ValidateDataOperator
 
 __all__ = ["BatchScoreOperator", "BenchmarkOperator", "DeployCanaryOperator", "EvaluateGateOperator", "ExportQuantizeOperator", "MaterializeFeaturesOperator", "OnnxInferenceOperator",
-           "RegisterModelOperator",
+           "RegisterModelOperator", "RollbackOperator",
            "TrainModelOperator", "ValidateDataOperator"]

@@ -129,3 +129,37 @@ class DeployCanaryOperator(_MlflowOperator):
     def on_kill(self) -> None:
         """The task was killed mid-analysis: take the canary off; the champion is never touched."""
         self._abort(self._rollout, "deploy_canary killed")
+
+
+class RollbackOperator(_MlflowOperator):
+    """Put ``@champion`` back on ``@previous_champion`` (or ``to_version``) in one step.
+
+    The manual path of the UI (``<pipeline>__rollback``), the same core call as
+    ``flywheel rollback``: the target must exist and carry a published ONNX variant, or nothing
+    moves and the task fails without retries. The change is recorded in the deployment ledger.
+
+    :param to_version: the version to restore; empty means ``@previous_champion`` (templated)
+    :param reason: why, recorded in the ledger (templated)
+    :param mlflow_conn_id: MLflow connection (absent means the embedded store)
+    """
+
+    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "to_version", "reason")
+    ui_color = "#f5b7b1"
+
+    def __init__(self, *, reason: str, to_version: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reason = reason
+        self.to_version = to_version
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlflywheel import tracking
+        from mlflywheel.rollout import restore_previous
+
+        ws = self.hook.workspace()
+        target = str(self.to_version).strip() if self.to_version not in (None, "", "None") else None
+        event = self.call_core(restore_previous, ws, self.config, tracking.client(ws), str(self.reason),
+                               to_version=target)
+        self.log.info("rolled back %s: @champion is v%s (%s)", self.config.model_name, event.get("champion"),
+                      self.reason)
+        return event
+
