@@ -203,16 +203,7 @@ async def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: 
             while time.perf_counter() < stop:
                 body = bodies[i % len(bodies)]
                 i += concurrency
-                started = time.perf_counter()
-                try:
-                    async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
-                        await r.read()
-                        code = str(r.status)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    code = type(exc).__name__
-                codes[code] = codes.get(code, 0) + 1
-                if code == "200":
-                    latencies.append(time.perf_counter() - started)
+                await _post(session, url, body, time.perf_counter(), codes, latencies)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
@@ -220,6 +211,22 @@ async def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: 
     return {"requests_per_s": round(codes.get("200", 0) / elapsed, 1),
             "p50_ms": round(_percentile(latencies, 0.5) * 1000, 2),
             "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2), "codes": codes}
+
+
+async def _post(session: Any, url: str, body: bytes, since: float, codes: dict[str, int],
+                latencies: list[float]) -> None:
+    """POST one request; count its status (or the client error) and, for a 200, its latency from ``since``."""
+    import aiohttp
+
+    try:
+        async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
+            await r.read()
+            code = str(r.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        code = type(exc).__name__
+    codes[code] = codes.get(code, 0) + 1
+    if code == "200":
+        latencies.append(time.perf_counter() - since)
 
 
 async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
@@ -232,16 +239,7 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) 
     n = int(rate * seconds)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         async def one(i: int, scheduled: float) -> None:
-            try:
-                async with session.post(url, data=bodies[i % len(bodies)],
-                                        headers={"content-type": "application/json"}) as r:
-                    await r.read()
-                    code = str(r.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                code = type(exc).__name__
-            codes[code] = codes.get(code, 0) + 1
-            if code == "200":
-                latencies.append(time.perf_counter() - scheduled)
+            await _post(session, url, bodies[i % len(bodies)], scheduled, codes, latencies)
 
         t0 = time.perf_counter()
         tasks = []

@@ -25,3 +25,13 @@ class FlywheelHook(BaseHook):
         except AirflowNotFoundException:
             self.log.debug("connection %r not defined: using the embedded default", self.conn_id)
             return None
+
+    def http_url(self) -> str | None:
+        """``scheme://host[:port]`` of an HTTP connection (``schema`` is the scheme, default http);
+        ``None`` when the connection or its host is missing."""
+        conn = self.connection()
+        if conn is None or not conn.host:
+            return None
+        host = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}"
+        return (f"{host}:{conn.port}" if conn.port else host).rstrip("/")
+

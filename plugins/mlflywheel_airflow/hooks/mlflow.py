@@ -27,11 +27,7 @@ class MlflowHook(FlywheelHook):
     hook_name = "MLflow (mlflywheel)"
 
     def tracking_uri(self) -> str | None:
-        conn = self.connection()
-        if conn is None or not conn.host:
-            return None
-        host = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}"
-        return f"{host}:{conn.port}" if conn.port else host
+        return self.http_url()
 
     def ui_url(self) -> str:
         """Where people open MLflow: the connection's ``ui_url`` extra, else the workspace's."""

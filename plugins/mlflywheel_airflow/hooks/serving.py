@@ -21,11 +21,7 @@ class ModelServerHook(FlywheelHook):
     hook_name = "Model server (mlflywheel)"
 
     def base_url(self) -> str:
-        conn = self.connection()
-        if conn is None or not conn.host:
-            return DEFAULT_URL
-        host = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}"
-        return (f"{host}:{conn.port}" if conn.port else host).rstrip("/")
+        return self.http_url() or DEFAULT_URL
 
     def get_conn(self) -> str:
         return self.base_url()
