@@ -13,7 +13,10 @@ export FLYWHEEL_PROJECT_ROOT := $(CURDIR)
 export PYTHONDONTWRITEBYTECODE :=
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test test-fast lint bench lock clean-workspace mlflow-ui
+# Debian's Chromium for the UI browser test (Playwright drives it; it never downloads a browser).
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: install browser demo test test-fast lint bench lock clean-workspace mlflow-ui
 
 install: $(STAMP)
 
@@ -36,7 +39,11 @@ demo: install
 mlflow-ui: install
 	$(BIN)/flywheel mlflow-ui
 
-test: install
+browser:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && SUDO= || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+
+test: install browser
 	$(BIN)/ruff check include plugins dags tests bench feature_repo
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
