@@ -64,7 +64,7 @@ TASK_DOCS = {
     "benchmark": "Measures the ONNX variants on each available provider next to the native model, checks the "
                  "SLA on the serving provider and records the variant to serve; chart and table in MLflow.",
     "deploy_canary": "Rolls the approved version out on the model server (connection `model_server_default`, "
-                     "`http://127.0.0.1:8080` without one) as `@canary`, step by step from the pipeline's `rollout:` "
+                     "`http://127.0.0.1:8000` without one) as `@canary`, step by step from the pipeline's `rollout:` "
                      "section. Each step is judged against `@champion` on the same live traffic and recorded (verdict "
                      "JSON, deployment ledger) before acting: promote at 100 %, roll back on a failed check. Skips "
                      "itself, changing nothing, when the version is already champion or the server cannot be read.",

@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="the online model server: @champion/@canary from the registry, ONNX only")
     srv.add_argument("--pipeline", default="fraud")
     srv.add_argument("--host", help="bind address (default: serving.host, 127.0.0.1)")
-    srv.add_argument("--port", type=int, help="port (default: serving.port, 8080)")
+    srv.add_argument("--port", type=int, help="port (default: serving.port, 8000)")
     srv.add_argument("--no-feast", action="store_true", help="records carry every model input (no online lookup)")
     srv.add_argument("--log-path", help="prediction log (default: $FLYWHEEL_HOME/serving/<pipeline>/predictions.db)")
     srv.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -291,7 +291,7 @@ class ServingSpec(_Strict):
     """The model server (``flywheel serve``): binding, batching, limits, features, prediction log."""
 
     host: str = Field(default="127.0.0.1", description="bind address (loopback unless said otherwise)")
-    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000  # Airflow's API server has 8080
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     retry_refused_s: Annotated[float, Field(ge=0)] = 60.0

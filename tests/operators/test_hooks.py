@@ -41,7 +41,7 @@ def test_feast_connection_points_at_another_repo(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(("conn", "expected"), [
-    (None, "http://127.0.0.1:8080"),
+    (None, "http://127.0.0.1:8000"),
     ({"conn_type": "http", "host": "serving.internal", "port": 8080}, "http://serving.internal:8080"),
     ({"conn_type": "http", "host": "https://serving.example/"}, "https://serving.example"),
 ])

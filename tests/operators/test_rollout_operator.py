@@ -24,7 +24,7 @@ CLIENT = object()
 def state(decision, **changes):
     return {"decision": decision, "version": "2", "champion": "1", "step_index": 0, "mode": "canary",
             "weight": 5.0, "step_started": START.isoformat(), "baseline": {}, "reasons": [], "verdict_path": None,
-            "metrics_url": "http://127.0.0.1:8080", "log": "/tmp/p.db", **changes}
+            "metrics_url": "http://127.0.0.1:8000", "log": "/tmp/p.db", **changes}
 
 
 @pytest.fixture
@@ -50,11 +50,11 @@ def test_start_calls_the_core_then_defers_for_one_analysis_interval(op):
         op.execute({})
     (ws, config, client), kwargs = core.call_args
     assert client is CLIENT and config.name == "fraud"
-    assert kwargs == {"version": "2", "metrics_url": "http://127.0.0.1:8080", "log": "/tmp/p.db"}
+    assert kwargs == {"version": "2", "metrics_url": "http://127.0.0.1:8000", "log": "/tmp/p.db"}
     trigger = deferred.value.trigger
     assert isinstance(trigger, BakeTrigger) and deferred.value.method_name == "execute_complete"
     assert trigger.wait_s == config.rollout.analysis_interval_s
-    assert trigger.ready_url == "http://127.0.0.1:8080/v2/health/ready"
+    assert trigger.ready_url == "http://127.0.0.1:8000/v2/health/ready"
     assert trigger.state["weight"] == 5.0
 
 
@@ -64,7 +64,7 @@ def test_nothing_to_deploy_skips_the_task(op):
         op.execute({})
     assert not core.called
     op.benchmarked = APPROVED
-    reason = "model server metrics at http://127.0.0.1:8080/metrics unreadable: refused"
+    reason = "model server metrics at http://127.0.0.1:8000/metrics unreadable: refused"
     with mock.patch("mlflywheel.deploy.start", return_value=state("skipped", reasons=[reason])), \
             pytest.raises(AirflowSkipException, match="unreadable: refused"):
         op.execute({})

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from mlflywheel_airflow.hooks._base import FlywheelHook
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class ModelServerHook(FlywheelHook):
     """Connection to the model server.
 
     Connection ``model_server_default`` (type ``http``): ``host`` (with or without scheme)
-    and ``port``, for example ``http://serving:8080``. Without the connection the server is
-    assumed on ``http://127.0.0.1:8080`` (what ``flywheel serve`` binds by default).
+    and ``port``, for example ``http://serving:8000``. Without the connection the server is
+    assumed on ``http://127.0.0.1:8000`` (what ``flywheel serve`` binds by default).
     """
 
     conn_name_attr = "model_server_conn_id"

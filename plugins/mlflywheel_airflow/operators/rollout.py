@@ -37,7 +37,7 @@ class DeployCanaryOperator(_MlflowOperator):
 
     :param benchmarked: the ``benchmark`` result, ``name``, ``version`` and ``decision``; pass
         ``benchmark.output`` (templated)
-    :param model_server_conn_id: the model server (``http://127.0.0.1:8080`` without it)
+    :param model_server_conn_id: the model server (``http://127.0.0.1:8000`` without it)
     :param prediction_log: the server's prediction log (default: the pipeline's
         ``serving.log_path`` or the embedded one under ``FLYWHEEL_HOME``) (templated)
     :param mlflow_conn_id: MLflow connection (absent means the embedded store)
