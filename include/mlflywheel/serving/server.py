@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflywheel.serving.app import ModelServer
 from mlflywheel.serving.contract import build_contract
+from mlflywheel.serving.metrics import drift_verdicts_dir
 from mlflywheel.serving.predlog import PredictionLog, log_path
 
 if TYPE_CHECKING:
@@ -58,7 +59,9 @@ def build_server(config: PipelineConfig, ws: Workspace, *, source: ModelSource |
     path = Path(spec.log_path) if spec.log_path else log_path(ws, config.name)
     prediction_log = PredictionLog(path, synchronous=spec.log_synchronous)
     source = source or MlflowSource(ws, config, list(spec.providers))
-    return ModelServer(config.model_name, source, contract, prediction_log, spec, online=online)
+    server = ModelServer(config.model_name, source, contract, prediction_log, spec, online=online)
+    server.metrics.watch_drift(config.name, drift_verdicts_dir(ws.reports_dir, config.name))
+    return server
 
 
 def run(server: ModelServer, *, host: str, port: int, log_level: str = "info") -> int:
