@@ -66,21 +66,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.validate import load_suite
+    """``flywheel pipeline validate`` (and its older name ``flywheel config check``)."""
+    from mlflywheel.pipeline_check import format_checks, validate_pipeline
 
     ws = Workspace.from_env()
-    paths = [Path(p) for p in args.paths] or sorted(ws.pipelines_dir.glob("*.yaml"))
+    names = list(args.paths) or [p.stem for p in sorted(ws.pipelines_dir.glob("*.yaml"))]
     failed = 0
-    for path in paths:
-        try:
-            config = load_pipeline(path)
-            load_suite(ws.expectations_dir, config.validation.suite)
-        except FlywheelError as exc:
-            failed += 1
-            print(f"FAIL {exc}", file=sys.stderr)
-        else:
-            print(f"ok   {path} -> DAG {config.train_dag_id}")
+    for name in names:
+        path, checks = validate_pipeline(ws, name)
+        print(format_checks(path.stem, checks))
+        failed += any(c.failed for c in checks)
+    if failed:
+        print(f"\n{failed} of {len(names)} pipeline(s) failed validation", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -336,6 +333,34 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from mlflywheel import stack
+
+    ws = Workspace.from_env()
+    ports = stack.Ports.resolve({"airflow": args.airflow_port, "mlflow": args.mlflow_port, "serve": args.serve_port})
+    try:
+        records = stack.up(ws, ports, pipeline=args.pipeline, timeout=args.timeout)
+    except stack.StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    user, password = stack.login(ws)
+    by_name = {name: rec for name, rec in records.items() if rec.url}
+    print()
+    print(f"  Airflow UI     {by_name['api-server'].url}  (login {user} / {password})")
+    print(f"  MLflow UI      {by_name['mlflow'].url}")
+    print(f"  model server   {by_name['serve'].url}  ({args.pipeline}; /v2/health/ready once a champion is live)")
+    print(f"  logs           {stack.log_dir(ws)}/")
+    print("  stop with      flywheel down  (make down)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from mlflywheel import stack
+
+    stack.down(Workspace.from_env(), timeout=args.timeout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -355,9 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     config = sub.add_parser("config", help="pipeline configs").add_subparsers(dest="config_command", required=True)
-    check = config.add_parser("check", help="validate pipeline YAMLs and their expectation suites")
+    check = config.add_parser("check", help="same as `flywheel pipeline validate`")
     check.add_argument("paths", nargs="*")
     check.set_defaults(func=cmd_check)
+
+    pipeline = sub.add_parser("pipeline", help="pipelines").add_subparsers(dest="pipeline_command", required=True)
+    pvalidate = pipeline.add_parser(
+        "validate", help="check a pipeline's YAML, Feast objects, expectation suite and landing data agree "
+                         "(without Airflow; writes nothing)")
+    pvalidate.add_argument("paths", nargs="*", metavar="NAME",
+                           help="pipeline names or YAML paths (default: every pipeline)")
+    pvalidate.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="workspace, sample data, and the training DAG end to end through Airflow")
     demo.add_argument("loop", nargs="?", choices=["train", "drift"], default="train",
@@ -414,6 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_mlflow_ui)
+
+    stack_up = sub.add_parser("up", help="start Airflow (api-server, scheduler, dag-processor, triggerer), the "
+                                         "MLflow UI and the model server on 127.0.0.1 in the background")
+    stack_up.add_argument("--pipeline", default="fraud", help="the model server's pipeline (default fraud)")
+    stack_up.add_argument("--airflow-port", type=int, help="default $AIRFLOW_PORT or 8080")
+    stack_up.add_argument("--mlflow-port", type=int, help="default $MLFLOW_PORT or 5000")
+    stack_up.add_argument("--serve-port", type=int, help="default $SERVE_PORT or 8000")
+    stack_up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each service")
+    stack_up.set_defaults(func=cmd_up)
+
+    stack_down = sub.add_parser("down", help="stop what flywheel up started")
+    stack_down.add_argument("--timeout", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
+    stack_down.set_defaults(func=cmd_down)
     return parser
 
 

@@ -120,12 +120,37 @@ def check_views(store: FeatureStore, config: PipelineConfig) -> None:
     except Exception as exc:
         raise FeatureError(f"feature service {config.features.feature_service!r} (features.feature_service "
                            f"in {config.name}.yaml) is not declared in the Feast repo: {exc}") from exc
+    _match_service(config, service, lambda name: store.get_feature_view(name))
+
+
+def check_repo(objects: list[Any], config: PipelineConfig) -> None:
+    """:func:`check_views` on the repo's declared objects (:func:`repo_objects`), before any
+    ``feast apply``: the service exists, serves the config's views, and each view declares
+    exactly the features the config computes, keyed by the config's entity column."""
+    from feast import Entity, FeatureService, FeatureView
+
+    services = {o.name: o for o in objects if isinstance(o, FeatureService)}
+    entities = {o.name: o.join_key for o in objects if isinstance(o, Entity)}
+    views = {o.name: o for o in objects if isinstance(o, FeatureView)}
+    name = config.features.feature_service
+    if name not in services:
+        raise FeatureError(f"feature service {name!r} (features.feature_service in {config.name}.yaml) is not "
+                           f"declared in the Feast repo; it declares {sorted(services)}")
+    _match_service(config, services[name], views.__getitem__)
+    for spec in config.features.views:
+        keys = [entities.get(e, e) for e in views[spec.name].entities]
+        if keys != [spec.entity]:
+            raise FeatureError(f"feature view {spec.name!r}: joined on {keys} in the Feast repo but "
+                               f"{config.name}.yaml says entity {spec.entity!r}")
+
+
+def _match_service(config: PipelineConfig, service: Any, get_view: Any) -> None:
     served = {p.name for p in service.feature_view_projections}
     for view in config.features.views:
         if view.name not in served:
             raise FeatureError(f"feature view {view.name!r} is not part of feature service "
                                f"{service.name!r} (serves {sorted(served)})")
-        declared = {f.name for f in store.get_feature_view(view.name).features}
+        declared = {f.name for f in get_view(view.name).features}
         computed = set(view.feature_names())
         if declared != computed:
             raise FeatureError(

@@ -23,11 +23,13 @@ def test_generate_writes_daily_partitions_and_injects_defects(tmp_path, monkeypa
 
 def test_config_check(tmp_path, capsys):
     assert main(["config", "check"]) == 0
-    assert "ok   " in capsys.readouterr().out
+    assert "ok    config" in capsys.readouterr().out
     bad = tmp_path / "fraud.yaml"
     bad.write_text("name: fraud\ncolour: blue\n")
     assert main(["config", "check", str(bad)]) == 1
-    assert "key 'colour': unknown key" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "FAIL  config" in out and "key 'colour': unknown key" in out
+    assert "1 of 1 pipeline(s) failed validation" in err
 
 
 def test_bad_scenario_is_a_clean_error(tmp_path, monkeypatch, capsys):
