@@ -162,7 +162,8 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
     if mv.tags.get("flywheel.benchmark.decision") and if_exists == "skip":
         return {"name": name, "version": version, "reused": True, "decision": mv.tags["flywheel.benchmark.decision"],
                 "serve_variant": mv.tags.get("flywheel.serve_variant"),
-                "reasons": mv.tags.get("flywheel.benchmark.reasons", "")}
+                "reasons": mv.tags.get("flywheel.benchmark.reasons", ""), "run_id": mv.run_id,
+                "experiment_id": client.get_run(mv.run_id).info.experiment_id}
     digest = mv.tags.get(tracking.TAG_DIGEST)
     _, holdout = holdout_split(load_snapshot(str(ws.snapshots_dir / config.name / str(digest) / "frame.parquet"),
                                              digest), config)

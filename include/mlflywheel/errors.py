@@ -22,10 +22,12 @@ class DataValidationError(FlywheelError):
     """Landing data broke its expectation suite; ``result_path`` holds the full result."""
 
     def __init__(self, message: str, *, result_path: str | None = None,
-                 failures: list[dict] | None = None) -> None:
+                 failures: list[dict] | None = None, run: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.result_path = result_path
         self.failures = failures or []
+        #: the MLflow run holding the result (``run_id``, ``experiment_id``), when recorded
+        self.run = run or {}
 
 
 class DataNotFound(FlywheelError):

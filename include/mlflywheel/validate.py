@@ -135,15 +135,79 @@ def validate_or_raise(frame: pd.DataFrame, suite: dict[str, Any], *, source: str
                       extra_expectations: list[dict[str, Any]] = (), result_path: Path) -> ValidationReport:
     """:func:`validate_frame`, then raise :class:`DataValidationError` on any failure."""
     report = validate_frame(frame, suite, extra_expectations=extra_expectations, result_path=result_path)
+    raise_on_failure(report, source=source)
+    return report
+
+
+def raise_on_failure(report: ValidationReport, *, source: str, run: dict[str, str] | None = None) -> None:
+    """Raise :class:`DataValidationError` listing each failed expectation; log a pass."""
     if report.success:
         log.info("suite %s passed: %d rows, %d expectations", report.suite, report.rows, report.evaluated)
-        return report
+        return
     lines = "\n".join(f"  - {f.describe()}" for f in report.failures[:15])
     more = f"\n  ... and {len(report.failures) - 15} more" if len(report.failures) > 15 else ""
     raise DataValidationError(
         f"{source}: {len(report.failures)} of {report.evaluated} expectations in suite "
-        f"{report.suite!r} failed on {report.rows} rows:\n{lines}{more}\nfull result: {result_path}",
-        result_path=str(result_path), failures=[asdict(f) for f in report.failures])
+        f"{report.suite!r} failed on {report.rows} rows:\n{lines}{more}\nfull result: {report.result_path}",
+        result_path=report.result_path, failures=[asdict(f) for f in report.failures], run=run)
+
+
+def record_result(config, ws, report: ValidationReport, *, days: list[dt.date], source: str) -> dict[str, str]:
+    """One MLflow run per validation in ``flywheel/<pipeline>/validation``: tags, metrics, the
+    full result (``validation/result.json``) and a page a person reads (``validation/report.html``).
+
+    Returns ``{"run_id", "experiment_id"}`` for the task's extra link.
+    """
+    import tempfile
+
+    from mlflywheel import tracking
+
+    client = tracking.client(ws)
+    experiment = tracking.experiment_id(client, ws, config, suffix="validation")
+    run_id = client.create_run(experiment, run_name=f"validate-{days[0]}_{days[-1]}", tags={
+        tracking.TAG_PIPELINE: config.name, "flywheel.validation.suite": report.suite,
+        "flywheel.validation.days": f"{days[0]}..{days[-1]}", "flywheel.validation.success": str(report.success),
+        "flywheel.validation.source": source[:4900]}).info.run_id
+    for name, value in (("rows", report.rows), ("evaluated", report.evaluated), ("passed", report.passed),
+                        ("failed", len(report.failures))):
+        client.log_metric(run_id, f"validation.{name}", float(value))
+    payload = json.loads(Path(report.result_path).read_text()) if report.result_path else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "report.html"
+        page.write_text(result_html(payload, title=f"{config.name}: {source}"))
+        client.log_artifact(run_id, str(page), "validation")
+        if report.result_path:
+            client.log_artifact(run_id, report.result_path, "validation")
+    client.set_terminated(run_id, "FINISHED" if report.success else "FAILED")
+    return {"run_id": run_id, "experiment_id": experiment}
+
+
+def result_html(payload: dict[str, Any], *, title: str) -> str:
+    """The validation result as one self-contained HTML page: a row per expectation."""
+    from html import escape
+
+    summary = payload.get("summary", {})
+    rows = []
+    for result in (payload.get("gx_result") or {}).get("results", []):
+        config = result.get("expectation_config", {})
+        kwargs = {k: v for k, v in config.get("kwargs", {}).items() if k not in ("batch_id", "result_format")}
+        body = result.get("result") or {}
+        observed = body.get("observed_value", body.get("unexpected_count", ""))
+        mark = "pass" if result.get("success") else "FAIL"
+        rows.append(f"<tr class={mark}><td>{mark}</td><td>{escape(config.get('type', ''))}</td>"
+                    f"<td>{escape(str(kwargs.pop('column', '')))}</td>"
+                    f"<td><code>{escape(json.dumps(kwargs, default=str)[:400])}</code></td>"
+                    f"<td><code>{escape(json.dumps(observed, default=str)[:400])}</code></td></tr>")
+    status = "passed" if summary.get("success") else "FAILED"
+    return (f"<!doctype html><meta charset=utf-8><title>{escape(title)}</title>"
+            "<style>body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+            "tr.FAIL{background:#fdecea}tr.pass td:first-child{color:#1e7e34}</style>"
+            f"<h1>{escape(title)}</h1><p>Suite <b>{escape(str(summary.get('suite', '')))}</b> {status}: "
+            f"{summary.get('passed', 0)} of {summary.get('evaluated', 0)} expectations on "
+            f"{summary.get('rows', 0)} rows.</p>"
+            "<table><tr><th></th><th>expectation</th><th>column</th><th>expected</th><th>observed</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _failure(result: dict[str, Any], frame: pd.DataFrame) -> Failure:
@@ -179,7 +243,8 @@ def validate_landing(config, ws, *, start: dt.datetime, end: dt.datetime,
     """The ``validate`` step: the suite on the landing partitions of days in ``[start, end)``.
 
     At least one day is validated (``end - 1 day`` when the interval is shorter than a day).
-    The result is written to ``reports/<pipeline>/validation/<first>_<last>.json``.
+    The result is written to ``reports/<pipeline>/validation/<first>_<last>.json`` and recorded
+    as an MLflow run (:func:`record_result`), pass or fail, before the decision.
 
     Raises:
         DataValidationError: with every failed expectation; nothing downstream should run.
@@ -196,5 +261,7 @@ def validate_landing(config, ws, *, start: dt.datetime, end: dt.datetime,
     path = ws.reports_dir / config.name / "validation" / f"{days[0]}_{days[-1]}.json"
     source = f"{landing_dir(config, ws)} ds={days[0]}..{days[-1]}"
     extra = [freshness_expectation(config.data.timestamp, now, config.validation.future_tolerance_minutes)]
-    report = validate_or_raise(frame, suite, source=source, extra_expectations=extra, result_path=path)
-    return {**report.summary(), "days": [d.isoformat() for d in days]}
+    report = validate_frame(frame, suite, extra_expectations=extra, result_path=path)
+    run = record_result(config, ws, report, days=days, source=source)
+    raise_on_failure(report, source=source, run=run)
+    return {**report.summary(), "days": [d.isoformat() for d in days], **run}

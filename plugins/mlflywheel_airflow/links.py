@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 
-def _result(ti_key: TaskInstanceKey) -> dict:
+def _result(ti_key: TaskInstanceKey, key: str = "return_value") -> dict:
     from airflow.sdk.execution_time.xcom import XCom
 
-    value = XCom.get_value(key="return_value", ti_key=ti_key)
+    value = XCom.get_value(key=key, ti_key=ti_key)
     return value if isinstance(value, dict) else {}
 
 
@@ -35,10 +35,13 @@ class _MlflowLink(BaseOperatorLink):
     #: path under the UI root, formatted with the task's result
     path: str = ""
     keys: tuple[str, ...] = ()
+    #: XCom keys read in turn: the first that holds every key wins (a failed task has no return value)
+    xcom_keys: tuple[str, ...] = ("return_value",)
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        result = _result(ti_key)
-        if not all(result.get(key) for key in self.keys):
+        result = next((r for r in map(lambda k: _result(ti_key, k), self.xcom_keys)
+                       if all(r.get(key) for key in self.keys)), None)
+        if result is None:
             return ""
         return f"{_ui_url(operator)}/{self.path.format(**{k: quote(str(result[k])) for k in self.keys})}"
 
@@ -65,3 +68,20 @@ class DriftReportLink(_MlflowLink):
     name = "Drift report"
     path = "#/experiments/{experiment_id}/runs/{run_id}/artifactPath/drift/report.html"
     keys = ("experiment_id", "run_id", "report_uri")
+
+
+class ValidationResultLink(_MlflowLink):
+    """The Great Expectations result of this validation (pass or fail), rendered in MLflow."""
+
+    name = "Validation result"
+    path = "#/experiments/{experiment_id}/runs/{run_id}/artifactPath/validation/report.html"
+    keys = ("experiment_id", "run_id")
+    xcom_keys = ("return_value", "validation_result")
+
+
+class BenchmarkChartLink(_MlflowLink):
+    """The benchmark's latency and throughput chart, on the version's MLflow run."""
+
+    name = "Benchmark chart"
+    path = "#/experiments/{experiment_id}/runs/{run_id}/artifactPath/benchmark/latency.png"
+    keys = ("experiment_id", "run_id")

@@ -75,3 +75,23 @@ def test_links_point_at_the_mlflow_ui(monkeypatch, link, result, expected):
     cls = links.MlflowRunLink if link == "run" else links.MlflowModelVersionLink
     with mock.patch.object(links, "_result", return_value=result):
         assert cls().get_link(mock.Mock(mlflow_conn_id="mlflow_default"), ti_key=mock.Mock()) == expected
+
+
+@pytest.mark.parametrize(("xcoms", "expected"), [
+    # a passing validation returns the run; a failed one has no return value, only `validation_result`
+    ({"return_value": {"experiment_id": "7", "run_id": "r1", "success": True}},
+     "http://127.0.0.1:5000/#/experiments/7/runs/r1/artifactPath/validation/report.html"),
+    ({"validation_result": {"experiment_id": "7", "run_id": "r2", "failures": []}},
+     "http://127.0.0.1:5000/#/experiments/7/runs/r2/artifactPath/validation/report.html"),
+    ({}, ""),
+])
+def test_validation_link_reads_the_failed_tasks_xcom(monkeypatch, xcoms, expected):
+    from unittest import mock
+
+    from mlflywheel_airflow import links
+
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    monkeypatch.delenv("FLYWHEEL_MLFLOW_UI_URL", raising=False)
+    with mock.patch.object(links, "_result", side_effect=lambda ti_key, key="return_value": xcoms.get(key, {})):
+        link = links.ValidationResultLink().get_link(mock.Mock(mlflow_conn_id="mlflow_default"), ti_key=mock.Mock())
+    assert link == expected

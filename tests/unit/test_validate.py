@@ -85,6 +85,12 @@ def test_validate_landing_raises_with_result_file_and_causes(workspace, fraud_da
     assert result["summary"]["success"] is False
     assert result["failures"][0]["column"] == "transaction_id"
     assert err.value.result_path in message
+    # the failed result is an MLflow run too, with the page the task's link opens
+    run = _mlflow_run(ws, err.value.run)
+    assert run.info.status == "FAILED" and run.data.tags["flywheel.validation.success"] == "False"
+    assert run.data.metrics["validation.failed"] == len(result["failures"])
+    page = _artifact_text(ws, err.value.run["run_id"], "validation/report.html")
+    assert "<tr class=FAIL><td>FAIL</td><td>expect_column_values_to_be_unique</td><td>transaction_id</td>" in page
 
 
 def test_validate_landing_passes_clean_day(workspace, fraud_day):
@@ -93,6 +99,26 @@ def test_validate_landing_passes_clean_day(workspace, fraud_day):
     summary = validate_landing(config, ws, start=dt.datetime(2026, 5, 10, tzinfo=dt.UTC),
                                end=dt.datetime(2026, 5, 11, tzinfo=dt.UTC), now=NOW)
     assert summary["success"] and summary["rows"] == len(fraud_day) and summary["days"] == ["2026-05-10"]
+    run = _mlflow_run(ws, summary)
+    assert run.info.status == "FINISHED" and run.data.metrics["validation.failed"] == 0
+    result = _artifact_text(ws, summary["run_id"], f"validation/{Path(summary['result_path']).name}")
+    assert json.loads(result)["summary"]["success"] is True
+
+
+def _mlflow_run(ws, ids):
+    from mlflywheel import tracking
+
+    client = tracking.client(ws)
+    run = client.get_run(ids["run_id"])
+    assert run.info.experiment_id == ids["experiment_id"]
+    assert client.get_experiment(ids["experiment_id"]).name == "flywheel/fraud/validation"
+    return run
+
+
+def _artifact_text(ws, run_id, path):
+    from mlflywheel import tracking
+
+    return Path(tracking.client(ws).download_artifacts(run_id, path)).read_text()
 
 
 def test_missing_partition_is_retryable_and_named(workspace):

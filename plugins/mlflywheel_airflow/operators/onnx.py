@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import SkipMixin
 
-from mlflywheel_airflow.links import MlflowRunLink
+from mlflywheel_airflow.links import BenchmarkChartLink, MlflowRunLink
 from mlflywheel_airflow.operators._base import PipelineOperator, check_if_exists, skip_downstream
 from mlflywheel_airflow.operators.mlflow import _MlflowOperator, _require
 
@@ -61,7 +61,7 @@ class BenchmarkOperator(_MlflowOperator, SkipMixin):
     """
 
     template_fields: Sequence[str] = (*PipelineOperator.template_fields, "exported")
-    operator_extra_links = (MlflowRunLink(),)
+    operator_extra_links = (BenchmarkChartLink(), MlflowRunLink())
     ui_color = "#fcf3cf"
 
     def __init__(self, *, exported: Any, if_exists: Literal["skip", "replace"] = "skip", **kwargs: Any) -> None:

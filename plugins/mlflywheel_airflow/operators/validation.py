@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mlflywheel_airflow.links import ValidationResultLink
 from mlflywheel_airflow.operators._base import PipelineOperator
 
 if TYPE_CHECKING:
@@ -15,10 +16,12 @@ class ValidateDataOperator(PipelineOperator):
 
     A violation fails the task without retries; the message lists each failed expectation
     (column, expected, observed) and the path of the full result, which is also pushed to
-    XCom under ``validation_result`` before failing. A missing partition is retried (late
-    data). See :class:`PipelineOperator` for the templated parameters.
+    XCom under ``validation_result`` before failing. Pass or fail, the result is also an MLflow
+    run in ``flywheel/<pipeline>/validation`` (the task's "Validation result" link). A missing
+    partition is retried (late data). See :class:`PipelineOperator` for the templated parameters.
     """
 
+    operator_extra_links = (ValidationResultLink(),)
     ui_color = "#d6eaf8"
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -35,5 +38,5 @@ class ValidateDataOperator(PipelineOperator):
             cause = exc.__cause__
             if isinstance(cause, DataValidationError):
                 context["ti"].xcom_push(key="validation_result", value={
-                    "result_path": cause.result_path, "failures": cause.failures[:50]})
+                    "result_path": cause.result_path, "failures": cause.failures[:50], **cause.run})
             raise
