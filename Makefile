@@ -16,7 +16,7 @@ unexport PYTHONDONTWRITEBYTECODE
 # Debian's Chromium for the UI browser test (Playwright drives it; it never downloads a browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install browser demo test test-fast lint bench lock clean-workspace mlflow-ui
+.PHONY: install browser demo test test-fast lint bench lock clean-workspace mlflow-ui up down
 
 install: $(STAMP)
 
@@ -38,6 +38,14 @@ demo: install
 
 mlflow-ui: install
 	$(BIN)/flywheel mlflow-ui
+
+# The local stack on 127.0.0.1 (Airflow api-server/scheduler/dag-processor/triggerer, MLflow UI,
+# model server), in the background; ports from AIRFLOW_PORT, MLFLOW_PORT, SERVE_PORT.
+up: install
+	$(BIN)/flywheel up
+
+down: install
+	$(BIN)/flywheel down
 
 browser:
 	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && SUDO= || SUDO=sudo; \
