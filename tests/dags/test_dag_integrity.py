@@ -115,3 +115,22 @@ def test_rollback_dag_is_manual_and_asks_for_a_reason(dagbag, config):
         dag.params.get_param("to_version").resolve("v2")
     assert dag.params.get_param("to_version").resolve("") == ""
 
+
+
+def test_every_dag_is_documented_tagged_and_owned(dagbag):
+    """What a person sees in the UI: Markdown docs, approved tags, an owner, docs on each task."""
+    assert len(dagbag.dags) >= 4 * len(CONFIGS) + 1
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and dag.doc_md.lstrip().startswith("#"), dag_id
+        assert "mlflywheel" in dag.tags and set(dag.tags) <= APPROVED_TAGS, (dag_id, dag.tags)
+        for task in dag.tasks:
+            assert task.owner not in ("", "airflow"), (dag_id, task.task_id, task.owner)
+            assert task.doc_md, (dag_id, task.task_id)
+
+
+def test_example_dag_uses_three_operators(dagbag):
+    dag = dagbag.dags["example_fraud_daily"]
+    kinds = {t.task_id: type(t).__name__ for t in dag.tasks}
+    assert kinds == {"validate": "ValidateDataOperator", "score": "BatchScoreOperator",
+                     "drift_check": "DriftCheckOperator"}
+    assert dag.get_task("validate").downstream_task_ids == {"score", "drift_check"}

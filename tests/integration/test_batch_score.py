@@ -24,7 +24,7 @@ import pytest
 from mlflywheel.config import load_pipeline
 from mlflywheel.data.io import partition_path, write_parquet_atomic
 from mlflywheel.settings import Workspace
-from tests.helpers import run_dag, train_champion
+from tests.helpers import run_dag, run_dag_once, train_champion
 
 ROOT = Path(__file__).resolve().parents[2]
 LAST_DAY = dt.date(2026, 6, 1)
@@ -304,3 +304,20 @@ def test_the_same_job_on_a_standalone_cluster_through_the_airflow_connection(
     manifests = [json.loads((folder / "_manifest.json").read_text())
                  for folder in (tmp_path / "local" / f"ds={day}", _partition(ws, config, day))]
     assert manifests[0]["checksum"] == manifests[1]["checksum"]
+
+
+def test_example_dag_validates_scores_and_checks_drift(champion, airflow_db, monkeypatch):
+    """``dags/example_fraud_daily.py``, the data engineers' example, runs as written."""
+    import importlib.util
+
+    ws, config, _, version = champion
+    monkeypatch.setenv("FLYWHEEL_HOME", str(ws.home))
+    spec = importlib.util.spec_from_file_location("_example_fraud_daily", ROOT / "dags" / "example_fraud_daily.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    day = LAST_DAY
+    state, tasks, _ = run_dag_once(module.dag, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(6),
+                                                                   tzinfo=dt.UTC))
+    assert (state, tasks) == ("success", {"validate": "success", "score": "success", "drift_check": "success"})
+    manifest = json.loads((_partition(ws, config, day) / "_manifest.json").read_text())
+    assert manifest["model_version"] == version and manifest["input_rows"] == len(_landing(ws, config, day))
