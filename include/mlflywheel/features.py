@@ -76,10 +76,46 @@ def load_store(ws: Workspace) -> FeatureStore:
         raise ConfigError(f"{path}: feature_store.yaml not found (FLYWHEEL_FEATURE_REPO={ws.feature_repo})")
     env = {**os.environ, "FLYWHEEL_HOME": str(ws.home)}
     raw = yaml.safe_load(string.Template(path.read_text()).safe_substitute(env))
+    if ws.feast_online_store:
+        raw["online_store"] = online_store_config(ws.feast_online_store)
+    if ws.feast_project:
+        raw["project"] = ws.feast_project
     (ws.feast_dir).mkdir(parents=True, exist_ok=True)
     config = RepoConfig(**raw)
     config.repo_path = ws.feature_repo
     return FeatureStore(config=config)
+
+
+def online_store_config(url: str) -> dict[str, Any]:
+    """The ``online_store`` section for ``FLYWHEEL_FEAST_ONLINE_STORE``.
+
+    ``redis://[:password@]host[:port][/db]`` (``rediss://`` for TLS) becomes Feast's Redis
+    store, ``{"type": "redis", "connection_string": "host:port,db=N[,password=...][,ssl=true]"}``;
+    the rest of ``feature_store.yaml`` is kept.
+
+    Raises:
+        ConfigError: the URL is not a Redis URL, or its database is not a number.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError(f"FLYWHEEL_FEAST_ONLINE_STORE: expected redis://[:password@]host[:port][/db], "
+                          f"found {url!r}")
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ConfigError(f"FLYWHEEL_FEAST_ONLINE_STORE: the database after the port must be a number, "
+                          f"found {db!r} in {url!r}")
+    params = [f"{parts.hostname}:{parts.port or 6379}", f"db={int(db)}"]
+    for key, value in (("username", parts.username), ("password", parts.password)):
+        if value:
+            if "," in unquote(value):
+                raise ConfigError(f"FLYWHEEL_FEAST_ONLINE_STORE: Feast's connection string cannot carry "
+                                  f"a {key} with a comma")
+            params.append(f"{key}={unquote(value)}")
+    if parts.scheme == "rediss":
+        params.append("ssl=true")
+    return {"type": "redis", "connection_string": ",".join(params)}
 
 
 def repo_objects(ws: Workspace) -> list[Any]:

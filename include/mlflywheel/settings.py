@@ -16,6 +16,15 @@ variable                        default
 ``MLFLOW_REGISTRY_URI``         the tracking URI
 ``FLYWHEEL_ARTIFACT_ROOT``      ``$FLYWHEEL_HOME/mlflow/artifacts``
 ``AIRFLOW_HOME``                ``$FLYWHEEL_HOME/airflow``
+``FLYWHEEL_FEAST_ONLINE_STORE`` the repo's ``online_store`` (SQLite); a
+                                ``redis://[:password@]host:port/db`` URL
+                                replaces it with Feast's Redis store
+``FLYWHEEL_FEAST_PROJECT``      the repo's ``project`` (``flywheel``)
+``FLYWHEEL_LANDING_URI``        none; ``s3://bucket/prefix`` mirrors landing
+                                partitions from there (Airflow operators)
+``FLYWHEEL_PREDICTIONS_URI``    none; ``s3://bucket/prefix`` receives each
+                                published predictions partition
+``FLYWHEEL_AWS_CONN_ID``        ``aws_default`` (the Airflow connection for S3)
 ==============================  ===============================================
 """
 
@@ -99,6 +108,28 @@ class Workspace:
     def quarantine_root(self) -> Path:
         """Rows batch scoring refused, by pipeline and day, with the reason per row."""
         return self.home / "quarantine"
+
+    @cached_property
+    def feast_online_store(self) -> str | None:
+        """``FLYWHEEL_FEAST_ONLINE_STORE``: a ``redis://`` URL that replaces the repo's online store."""
+        return os.environ.get("FLYWHEEL_FEAST_ONLINE_STORE") or None
+
+    @cached_property
+    def feast_project(self) -> str | None:
+        """``FLYWHEEL_FEAST_PROJECT``: the Feast project (registry namespace and online-store keys)."""
+        return os.environ.get("FLYWHEEL_FEAST_PROJECT") or None
+
+    @cached_property
+    def landing_uri(self) -> str | None:
+        """``FLYWHEEL_LANDING_URI``: a remote landing zone (``s3://bucket/prefix``) mirrored into
+        :attr:`landing_root` before a step reads it; ``None``: the local landing zone is the source."""
+        return (os.environ.get("FLYWHEEL_LANDING_URI") or "").rstrip("/") or None
+
+    @cached_property
+    def predictions_uri(self) -> str | None:
+        """``FLYWHEEL_PREDICTIONS_URI``: where published prediction partitions are uploaded
+        (``s3://bucket/prefix``); ``None``: they stay under :attr:`predictions_root` only."""
+        return (os.environ.get("FLYWHEEL_PREDICTIONS_URI") or "").rstrip("/") or None
 
     @cached_property
     def airflow_home(self) -> Path:
