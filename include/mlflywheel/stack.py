@@ -306,29 +306,46 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def stop_record(record: Record, *, timeout: float = 30.0) -> str:
-    """SIGTERM the process group of ``record`` (after checking it is still that process),
-    wait up to ``timeout`` seconds, then SIGKILL what is left. Returns what happened."""
-    if not is_same_process(record):
-        # the leader is gone; its children (same group) may still be alive
-        leftovers = group_members(record.pid)
-        if not leftovers:
-            return "not running"
-        _signal_group(record.pid, signal.SIGKILL)
-        return f"leader gone; killed {len(leftovers)} leftover process(es)"
-    _signal_group(record.pid, signal.SIGTERM)
+def stop_records(records: list[Record], *, timeout: float = 30.0) -> dict[str, str]:
+    """SIGTERM the process group of each record that is still the process ``up`` started, wait
+    up to ``timeout`` seconds for all of them together, then SIGKILL what is left.
+
+    Returns what happened per service. A record whose leader is gone but whose group still
+    has processes (orphaned children) gets those killed.
+    """
+    outcome: dict[str, str] = {}
+    waiting: dict[str, int] = {}
+    for rec in records:
+        if is_same_process(rec):
+            _signal_group(rec.pid, signal.SIGTERM)
+            waiting[rec.name] = rec.pid
+        elif leftovers := group_members(rec.pid):
+            _signal_group(rec.pid, signal.SIGKILL)
+            outcome[rec.name] = f"leader gone; killed {len(leftovers)} leftover process(es)"
+        else:
+            outcome[rec.name] = "not running"
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(record.pid)
-        if not group_members(record.pid):
-            return "stopped"
+    while waiting and time.monotonic() < deadline:
+        for name, pid in list(waiting.items()):
+            _reap(pid)
+            if not group_members(pid):
+                outcome[name] = "stopped"
+                del waiting[name]
         time.sleep(0.2)
-    _signal_group(record.pid, signal.SIGKILL)
+    for pid in waiting.values():
+        _signal_group(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and group_members(record.pid):
-        _reap(record.pid)
+    while time.monotonic() < deadline and any(group_members(pid) for pid in waiting.values()):
+        for pid in waiting.values():
+            _reap(pid)
         time.sleep(0.1)
-    return "killed (did not stop on SIGTERM)"
+    outcome.update({name: f"killed (still running {timeout:.0f} s after SIGTERM)" for name in waiting})
+    return {rec.name: outcome[rec.name] for rec in records}
+
+
+def stop_record(record: Record, *, timeout: float = 30.0) -> str:
+    """:func:`stop_records` for one record."""
+    return stop_records([record], timeout=timeout)[record.name]
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -348,7 +365,10 @@ def _reap(pid: int) -> None:
 
 # --- ports and health ---------------------------------------------------------------------
 def port_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on ``host:port`` now (SO_REUSEADDR, as servers bind: a
+    connection of a stopped server left in TIME_WAIT does not hold the port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -483,8 +503,7 @@ def up(ws: Workspace, ports: Ports, *, pipeline: str = "fraud", host: str = HOST
             _wait_ready(svc, started[svc.name], timeout=timeout, components=components)
             say(f"{svc.name}: ready" + (f" ({svc.health_url})" if svc.health_url else ""))
     except BaseException:
-        for name in reversed(list(started)):
-            stop_record(started[name])
+        stop_records([started[name] for name in reversed(list(started))])
         write_state(ws, running)
         raise
     return {**running, **started}
@@ -501,9 +520,8 @@ def down(ws: Workspace, *, timeout: float = 30.0, say: Callable[[str], None] = p
         say(f"nothing running (no {state_path(ws)})")
         return {}
     order = [n for n in reversed(SERVICE_ORDER) if n in records] + [n for n in records if n not in SERVICE_ORDER]
-    outcome = {}
+    outcome = stop_records([records[name] for name in order], timeout=timeout)
     for name in order:
-        outcome[name] = stop_record(records[name], timeout=timeout)
         say(f"{name}: {outcome[name]} (pid {records[name].pid})")
     state_path(ws).unlink(missing_ok=True)
     if all(v == "not running" for v in outcome.values()):

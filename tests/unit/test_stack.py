@@ -163,7 +163,7 @@ def test_a_process_that_ignores_sigterm_is_killed(ws):
     deadline = time.monotonic() + 20
     while "ready" not in stack.tail(rec.log).splitlines() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert stack.stop_record(rec, timeout=1) == "killed (did not stop on SIGTERM)"
+    assert stack.stop_record(rec, timeout=1) == "killed (still running 1 s after SIGTERM)"
     assert stack.group_members(rec.pid) == []
 
 
