@@ -240,7 +240,7 @@ def test_mlflow_server_command_parses(services):
     context = cli.commands["server"].make_context("server", argv[2:])
     assert context.params["app_name"] == "basic-auth"
     assert context.params["artifacts_destination"].startswith("s3://")
-    assert "mlflow:5000" in context.params["allowed_hosts"]
+    assert "mlflow:*" in context.params["allowed_hosts"].split(",")
     env = services["mlflow"]["environment"]
     assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow:")
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
@@ -418,3 +418,28 @@ def test_docker_compose_config_accepts_the_file():
     result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def test_stack_feast_repo_uses_redis_with_the_project_definitions(services, tmp_path, monkeypatch):
+    """deploy/feast as the image lays it out (Dockerfile: feature_repo/*.py linked next to its yaml)."""
+    import dataclasses
+
+    from mlflywheel.features import load_store, repo_objects
+    from mlflywheel.settings import Workspace
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'for f in feature_repo/*.py; do ln -sf "/opt/mlflywheel/$f" deploy/feast/; done' in dockerfile
+    repo = tmp_path / "deploy" / "feast"
+    repo.mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text((ROOT / "deploy" / "feast" / "feature_store.yaml").read_text())
+    for source in (ROOT / "feature_repo").glob("*.py"):
+        (repo / source.name).symlink_to(source)
+    env = services["model-server"]["environment"]
+    monkeypatch.setenv("FEAST_REDIS_CONNECTION", env["FEAST_REDIS_CONNECTION"])
+    assert env["FEAST_REDIS_CONNECTION"] == services["airflow-worker"]["environment"]["FEAST_REDIS_CONNECTION"]
+    ws = dataclasses.replace(Workspace(home=tmp_path / "home"), feature_repo_path=str(repo))
+    store = load_store(ws)
+    assert store.config.online_store.type == "redis"
+    assert store.config.online_store.connection_string == "redis:6379,db=1,password=change-me"
+    shipped = dataclasses.replace(ws, feature_repo_path=str(ROOT / "feature_repo"))
+    assert sorted(o.name for o in repo_objects(ws)) == sorted(o.name for o in repo_objects(shipped))

@@ -1,0 +1,211 @@
+"""The compose file's MLflow and MinIO one-shot, run for real outside Docker.
+
+``mlflow`` runs with the exact command, environment and ``basic_auth.ini`` of
+docker-compose.yml (values from .env.example); only the addresses change: the Postgres
+service becomes a fresh database on the test Postgres, MinIO becomes a moto S3 server, the
+auth store a temp file, the port a free one. ``minio-init`` creates the buckets first, and the
+service's own health check must pass. Then: anonymous calls are refused, the admin from the
+env file works, artifacts land in the bucket, a request for ``Host: mlflow:5000`` (how the
+other containers call it) is accepted.
+
+MLflow's basic-auth app needs Flask-WTF (``mlflow[auth]``). Where the environment lacks it,
+the server runs without ``--app-name basic-auth`` and only the authentication test is skipped,
+saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.unit.test_compose import (
+    COMPOSE,
+    ENV_EXAMPLE,
+    _argv,
+    _health_argv,
+    _repo_path,
+    interpolate,
+    read_env_file,
+)
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+#: .env.example with every change-me replaced by a generated secret, as docs/deploy.md says to do
+ENV = {k: secrets.token_hex(16) if v == "change-me" else v for k, v in read_env_file(ENV_EXAMPLE).items()}
+
+
+@pytest.fixture(scope="module")
+def services():
+    return yaml.safe_load(interpolate(COMPOSE.read_text(), ENV))["services"]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    try:
+        yield url, boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+                                aws_secret_access_key="x")  # credential-scan: ok (moto accepts any key)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def database():
+    import psycopg2
+
+    name = f"h1_mlflow_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _service_env(service: dict, **changes: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    env.update({k: str(v) for k, v in (service.get("environment") or {}).items()})
+    env.update(changes)
+    env["PATH"] = f"{BIN}:{env['PATH']}"
+    return env
+
+
+def _in_repo(argv: list[str]) -> list[str]:
+    """The image's paths (/opt/mlflywheel/...) mapped to this checkout."""
+    return [str(_repo_path(a)) if a.startswith("/opt/mlflywheel/") else a for a in argv]
+
+
+def _get(url: str, *, auth: tuple[str, str] | None = None, host: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    if host:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=90) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture(scope="module")
+def mlflow_service(services, s3, database, tmp_path_factory):
+    endpoint, client = s3
+    minio_init = services["minio-init"]
+    created = subprocess.run(_in_repo(_argv(minio_init["command"])), capture_output=True, text=True, timeout=120,
+                             env=_service_env(minio_init, MLFLOW_S3_ENDPOINT_URL=endpoint))
+    assert created.returncode == 0, created.stderr[-2000:]
+    assert {b["Name"] for b in client.list_buckets()["Buckets"]} >= {"mlflow", "flywheel"}
+
+    service = services["mlflow"]
+    tmp = tmp_path_factory.mktemp("mlflow-service")
+    ini = _repo_path(service["environment"]["MLFLOW_AUTH_CONFIG_PATH"]).read_text()
+    ini, n = re.subn(r"(?m)^database_uri = .*$", f"database_uri = sqlite:///{tmp}/basic_auth.db", ini)
+    assert n == 1
+    (tmp / "basic_auth.ini").write_text(ini)
+    port = _free_port()
+    argv = _argv(service["command"])
+    argv[argv.index("--port") + 1] = str(port)
+    auth = importlib.util.find_spec("flask_wtf") is not None
+    if not auth:
+        i = argv.index("--app-name")
+        del argv[i:i + 2]
+    backend = service["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert backend.endswith("@postgres:5432/mlflow")
+    env = _service_env(service, MLFLOW_S3_ENDPOINT_URL=endpoint, MLFLOW_AUTH_CONFIG_PATH=str(tmp / "basic_auth.ini"),
+                       MLFLOW_BACKEND_STORE_URI=backend.replace("//mlflow:", "//root:").replace(
+                           "@postgres:5432/mlflow", f"@127.0.0.1:5432/{database}"))
+    log = tmp / "mlflow.log"
+    started = time.monotonic()
+    with open(log, "w") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
+    health = [a.replace("5000", str(port)) for a in _in_repo(_health_argv(service))]
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited {process.returncode}:\n{log.read_text()[-3000:]}")
+            check = subprocess.run(health, capture_output=True, text=True, env=env)
+            if check.returncode == 0:
+                print(f"mlflow service healthy after {time.monotonic() - started:.0f} s")
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"health check never passed: {check.stderr}\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "env": env, "client": client, "auth": auth}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_anonymous_calls_are_refused_and_the_admin_from_the_env_file_works(mlflow_service):
+    if not mlflow_service["auth"]:
+        pytest.skip("Flask-WTF (mlflow[auth]) is not installed: requirements/lock.txt lacks it, so the "
+                    "basic-auth app of docker-compose.yml cannot start")
+    url = f"{mlflow_service['url']}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _get(url)[0] == 401
+    password = ENV["MLFLOW_ADMIN_PASSWORD"]
+    assert _get(url, auth=("admin", password + "x"))[0] == 401
+    status, body = _get(url, auth=("admin", password))
+    assert status == 200, body[:300]
+    assert "experiments" in json.loads(body)
+
+
+def test_other_containers_can_call_it_by_service_name(mlflow_service):
+    password = ENV["MLFLOW_ADMIN_PASSWORD"]
+    url = f"{mlflow_service['url']}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _get(url, auth=("admin", password), host="mlflow:5000")[0] == 200
+    assert _get(url, auth=("admin", password), host="evil.example:5000")[0] == 403
+
+
+def test_artifacts_go_to_the_minio_bucket(mlflow_service, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    password = ENV["MLFLOW_ADMIN_PASSWORD"]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    client = MlflowClient(tracking_uri=mlflow_service["url"])
+    experiment = client.create_experiment(f"compose-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment)
+    (tmp_path / "note.txt").write_text("hello")
+    client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+    keys = [o["Key"] for o in mlflow_service["client"].list_objects_v2(Bucket="mlflow").get("Contents", [])]
+    assert any(k.startswith("artifacts/") and k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in keys), keys
