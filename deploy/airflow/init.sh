@@ -6,6 +6,18 @@ set -euo pipefail
 : "${AIRFLOW_ADMIN_PASSWORD:?AIRFLOW_ADMIN_PASSWORD is not set (see .env.example)}"
 : "${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:?the passwords file location is not set}"
 
+# A malformed Fernet key makes every connection lookup fail later with "not found": say it now.
+python - <<'PY'
+import os, sys
+from cryptography.fernet import Fernet
+try:
+    Fernet(os.environ.get("AIRFLOW__CORE__FERNET_KEY", ""))
+except ValueError as exc:
+    sys.exit("AIRFLOW_FERNET_KEY is not a Fernet key (32 url-safe base64-encoded bytes): "
+             f"{exc}. Generate one: python -c 'from cryptography.fernet import Fernet; "
+             "print(Fernet.generate_key().decode())'")
+PY
+
 airflow db migrate
 
 # The simple auth manager reads {"user": "password"} from this file and only generates a

@@ -56,6 +56,7 @@ def _free_port() -> int:
 
 #: .env.example with every change-me replaced by a generated secret, as docs/deploy.md says to do
 ENV = {k: secrets.token_hex(16) if v == "change-me" else v for k, v in read_env_file(ENV_EXAMPLE).items()}
+ENV["AIRFLOW_FERNET_KEY"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # Fernet.generate_key()
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +210,103 @@ def test_artifacts_go_to_the_minio_bucket(mlflow_service, tmp_path, monkeypatch)
     client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
     keys = [o["Key"] for o in mlflow_service["client"].list_objects_v2(Bucket="mlflow").get("Contents", [])]
     assert any(k.startswith("artifacts/") and k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in keys), keys
+
+
+def _wait_healthy(argv: list[str], process: subprocess.Popen, log: Path, env: dict[str, str],
+                  timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{process.args[:2]} exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        check = subprocess.run(argv, capture_output=True, text=True, env=env)
+        if check.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"health check {argv} never passed: {check.stderr}\n{log.read_text()[-3000:]}")
+        time.sleep(2)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_spark_master_and_worker_commands_form_a_cluster(services, tmp_path):
+    """The services' spark-class commands and health checks; addresses moved to 127.0.0.1 and free ports."""
+    import pyspark
+
+    master_port, master_ui, worker_ui = _free_port(), _free_port(), _free_port()
+    swap = {"spark-master": "127.0.0.1", "7077": str(master_port), "8080": str(master_ui), "8081": str(worker_ui),
+            "spark://spark-master:7077": f"spark://127.0.0.1:{master_port}"}
+    env = {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOG_DIR": str(tmp_path / "logs"),
+           "SPARK_WORKER_DIR": str(tmp_path / "work"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    processes = []
+    try:
+        for name in ("spark-master", "spark-worker"):
+            service = services[name]
+            argv = [swap.get(a, a) for a in _argv(service["command"])]
+            if name == "spark-worker":
+                argv[argv.index("--memory") + 1] = "512m"
+                argv[argv.index("--cores") + 1] = "1"
+            log = tmp_path / f"{name}.log"
+            with open(log, "w") as out:
+                processes.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT))
+            health = [a.replace(":8080/", f":{master_ui}/").replace(":8081/", f":{worker_ui}/")
+                      for a in _in_repo(_health_argv(service))]
+            _wait_healthy(health, processes[-1], log, env)
+        deadline = time.monotonic() + 60
+        while (state := json.loads(_get(f"http://127.0.0.1:{master_ui}/json/")[1]))["aliveworkers"] < 1:
+            assert time.monotonic() < deadline, state
+            time.sleep(1)
+        assert state["url"] == f"spark://127.0.0.1:{master_port}"
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+
+
+def test_airflow_init_migrates_sets_the_admin_password_and_resolves_the_connections(services, tmp_path):
+    """deploy/airflow/init.sh with the airflow-init environment, on a fresh database of the test Postgres."""
+    import psycopg2
+
+    service = services["airflow-init"]
+    name = f"h1_airflow_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        conn = service["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert conn.endswith("@postgres:5432/airflow")
+        passwords = tmp_path / "airflow" / "passwords.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_"))}
+        env.update({k: str(v) for k, v in service["environment"].items()})
+        env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), PATH=f"{BIN}:{os.environ['PATH']}",
+                   AIRFLOW__CORE__DAGS_FOLDER=str(tmp_path / "dags"),
+                   AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+                   AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(tmp_path / "logs"),
+                   AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=conn.replace("//airflow:", "//root:").replace(
+                       "@postgres:5432/airflow", f"@127.0.0.1:5432/{name}"))
+        result = subprocess.run(_in_repo(_argv(service["command"])), env=env, capture_output=True, text=True,
+                                timeout=540)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert "airflow-init done" in result.stdout
+        assert json.loads(passwords.read_text()) == {"admin": ENV["AIRFLOW_ADMIN_PASSWORD"]}
+        assert passwords.stat().st_mode & 0o077 == 0, oct(passwords.stat().st_mode)
+        with psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname=name) as db, db.cursor() as cur:
+            cur.execute("SELECT count(*) FROM alembic_version")
+            assert cur.fetchone()[0] == 1  # migrated
+        broken = {k: v for k, v in env.items() if k != "AIRFLOW_CONN_SPARK_DEFAULT"}
+        failed = subprocess.run(_in_repo(_argv(service["command"])), env=broken, capture_output=True, text=True,
+                                timeout=540)
+        assert failed.returncode != 0 and "connection spark_default is not defined" in failed.stderr
+        bad_key = subprocess.run(_in_repo(_argv(service["command"])), capture_output=True, text=True, timeout=540,
+                                 env={**env, "AIRFLOW__CORE__FERNET_KEY": "change-me"})
+        assert bad_key.returncode != 0 and "AIRFLOW_FERNET_KEY is not a Fernet key" in bad_key.stderr
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
