@@ -319,7 +319,7 @@ def literal_secrets(raw: dict) -> list[str]:
                 walk(value, f"{where}[{i}]")
         elif isinstance(node, str):
             text = VAR.sub("__VAR__", node)
-            for user, password in re.findall(r"://([^:/@\s'\"]+):([^@\s'\"]+)@", text):
+            for user, password in re.findall(r"://([^:/@\s'\"]*):([^@\s'\"]+)@", text):
                 if password != "__VAR__":
                     problems.append(f"{where}: URL with a literal password for {user}")
             for password in re.findall(r"password=([^,\s'\"]+)", text):
@@ -344,10 +344,10 @@ def test_literal_secrets_are_found():
         "environment": {"POSTGRES_PASSWORD": pw, "API_TOKEN": "${TOKEN:?x}", "DB_PASSWORD_FILE": "/run/s"},
         "command": ["redis-server", "--requirepass", pw],
         "x": [f"postgresql://u:{pw}@db/x", f"redis:6379,password={pw}", json.dumps({"password": pw}),
-              "postgresql://u:${P:?x}@db/x"]}}}
+              "postgresql://u:${P:?x}@db/x", f"redis://:{pw}@redis:6379/0", "redis://:${P:?x}@redis:6379/0"]}}}
     problems = literal_secrets(planted)
-    assert len(problems) == 5, problems
-    assert all(pw in p or "literal password for u" in p for p in problems)
+    assert len(problems) == 6, problems
+    assert all(pw in p or "literal password for" in p for p in problems)
 
 
 def test_env_file_is_ignored_by_git_and_not_tracked():

@@ -35,7 +35,7 @@ SECRET_WORD = r"(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|p
 RULES = {
     "private key": re.compile(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY-----"),
     "AWS access key id": re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[0-9A-Z]{16}\b"),
-    "URL with a password": re.compile(r"\b[a-z][a-z0-9+.-]*://(?P<user>[^\s:/@'\"`]+):(?P<value>[^\s@/'\"`]+)@"),
+    "URL with a password": re.compile(r"\b[a-z][a-z0-9+.-]*://(?P<user>[^\s:/@'\"`]*):(?P<value>[^\s@/'\"`]+)@"),
     # KEY=value / key: value / key = value (YAML, INI, env, shell, TOML)
     "secret assigned a literal": re.compile(
         rf"^\s*(?:export\s+|-\s+)?[\"']?(?P<name>[\w.-]*{SECRET_WORD}[\w.-]*)[\"']?\s*[:=]\s*(?P<value>[^#\n]*)",
@@ -50,6 +50,11 @@ RULES = {
         re.IGNORECASE),
 }
 SUPPRESS = re.compile(r"credential-scan: ok \(.+\)")
+#: fake credentials that other tests need as data: (file, regex of the line) -> why it is not a secret
+FIXTURES = {
+    ("tests/integration/test_stack_up.py", r'"username": "admin", "pass'): "asserts that admin:admin is refused",
+    ("tests/unit/test_feast_online_store.py", r'\("redis://[^"]*@cache[:/]'): "Redis URL parser cases",
+}
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ def _allowed(value: str, name: str = "") -> bool:
 def scan_text(path: str, text: str) -> list[Finding]:
     findings = []
     for number, line in enumerate(text.splitlines(), 1):
-        if SUPPRESS.search(line):
+        if SUPPRESS.search(line) or any(path == f and re.search(r, line) for f, r in FIXTURES):
             continue
         for rule, pattern in RULES.items():
             for match in pattern.finditer(line):
@@ -131,14 +136,15 @@ AWS_ID = "AKIA" + "Q3EXAMPLEREALKEY1"[:16]
 KEY_HEADER = "-----BEGIN " + "RSA PRIVATE KEY-----"
 PLANTED = {
     "config/app.yaml": f"db:\n  host: x\n  password: {'s3cr' + 'etPass!'}\n",
-    "conf/airflow.cfg": "[core]\nfernet_key = " + "Zm9vYmFyYmF6" * 3 + "\n",
-    "deploy/.env": "REDIS_PASSWORD=" + "hunter" + "22\n",
+    "conf/airflow.cfg": "[core]\nfernet" + "_key = " + "Zm9vYmFyYmF6" * 3 + "\n",
+    "deploy/.env": "REDIS_PASS" + "WORD=" + "hunter" + "22\n",
     "pkg/settings.py": 'API_TOKEN = "' + "tok_" + '9f8e7d6c5b"\nclient(password="' + "pa55" + 'word1")\n',
     "pkg/urls.py": 'URI = "postgresql://app:' + "hunter" + '22@db:5432/app"\n',
+    "pkg/broker.py": 'BROKER = "redis://:' + "hunter" + '22@redis:6379/0"\n',
     "keys/id_rsa": KEY_HEADER + "\nMIIEow\n",
     "aws.txt": "key " + AWS_ID + "\n",
     "compose.json": '{"conn": {"password": "' + "hunter" + '22"}}\n',
-    "run.sh": "export " + "SECRET_KEY=" + "abc123def\n",
+    "run.sh": "export " + "SECRET" + "_KEY=" + "abc123def\n",
     "old/docker-compose.yml": "environment: {POSTGRES_USER: airflow, POSTGRES_" + "PASSWORD: airflow}\n",
     "old/settings.py": 'connect(user="app", password="' + 'airflow")\n',
 }
