@@ -51,10 +51,7 @@ RUN useradd --uid "${UID}" --gid 0 --create-home --home-dir /home/flywheel --she
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /opt/mlflywheel
 COPY . .
-# The Feast repo of the stack: the project's feature definitions with a Redis online store
-# (deploy/feast/feature_store.yaml); FLYWHEEL_FEATURE_REPO points here in docker-compose.yml.
-RUN for f in feature_repo/*.py; do ln -sf "/opt/mlflywheel/$f" deploy/feast/; done \
- && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash include plugins >/dev/null
+RUN /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash include plugins >/dev/null
 
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \

@@ -38,7 +38,7 @@ os.replace(tmp, path)
 print(f"admin password written to {path}")
 PY
 
-for conn in mlflow_default model_server_default spark_default aws_default feast_default; do
+for conn in mlflow_default model_server_default spark_default aws_default; do
   airflow connections get "$conn" -o plain >/dev/null || { echo "connection $conn is not defined" >&2; exit 1; }
 done
 echo "airflow-init done"

@@ -377,7 +377,7 @@ def test_stack_connections_resolve_through_the_real_hooks(services, monkeypatch)
     env = services["airflow-worker"]["environment"]
     conns = {k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}
     assert set(conns) == {"AIRFLOW_CONN_MLFLOW_DEFAULT", "AIRFLOW_CONN_MODEL_SERVER_DEFAULT",
-                          "AIRFLOW_CONN_SPARK_DEFAULT", "AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_FEAST_DEFAULT"}
+                          "AIRFLOW_CONN_SPARK_DEFAULT", "AIRFLOW_CONN_AWS_DEFAULT"}
     for key, value in conns.items():
         monkeypatch.setenv(key, value)
     from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
@@ -391,8 +391,7 @@ def test_stack_connections_resolve_through_the_real_hooks(services, monkeypatch)
     assert MlflowHook().ui_url() == "http://127.0.0.1:5000"
     assert ModelServerHook().base_url() == "http://model-server:8000"
     assert SparkSubmitHook(conn_id="spark_default")._resolve_connection()["master"] == "spark://spark-master:7077"
-    repo = FeastHook().workspace().feature_repo
-    assert repo == Path(f"{IMAGE_ROOT}/deploy/feast") and (_repo_path(str(repo)) / "feature_store.yaml").is_file()
+    assert FeastHook().workspace().feature_repo == ROOT / "feature_repo"  # no feast_default: the project's repo
     aws = AwsGenericHook(aws_conn_id="aws_default", client_type="s3")
     assert aws.conn_config.endpoint_url == "http://minio:9000"
     assert aws.conn_config.aws_secret_access_key == "change-me"
@@ -420,26 +419,17 @@ def test_docker_compose_config_accepts_the_file():
     assert result.returncode == 0, result.stderr
 
 
-def test_stack_feast_repo_uses_redis_with_the_project_definitions(services, tmp_path, monkeypatch):
-    """deploy/feast as the image lays it out (Dockerfile: feature_repo/*.py linked next to its yaml)."""
-    import dataclasses
-
-    from mlflywheel.features import load_store, repo_objects
+def test_feast_online_store_is_the_stack_redis(services, tmp_path, monkeypatch):
+    """The project's Feast repo, with FLYWHEEL_FEAST_ONLINE_STORE of the stack, loads on Redis db 1."""
+    from mlflywheel.features import load_store
     from mlflywheel.settings import Workspace
 
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'for f in feature_repo/*.py; do ln -sf "/opt/mlflywheel/$f" deploy/feast/; done' in dockerfile
-    repo = tmp_path / "deploy" / "feast"
-    repo.mkdir(parents=True)
-    (repo / "feature_store.yaml").write_text((ROOT / "deploy" / "feast" / "feature_store.yaml").read_text())
-    for source in (ROOT / "feature_repo").glob("*.py"):
-        (repo / source.name).symlink_to(source)
-    env = services["model-server"]["environment"]
-    monkeypatch.setenv("FEAST_REDIS_CONNECTION", env["FEAST_REDIS_CONNECTION"])
-    assert env["FEAST_REDIS_CONNECTION"] == services["airflow-worker"]["environment"]["FEAST_REDIS_CONNECTION"]
-    ws = dataclasses.replace(Workspace(home=tmp_path / "home"), feature_repo_path=str(repo))
-    store = load_store(ws)
+    url = services["airflow-worker"]["environment"]["FLYWHEEL_FEAST_ONLINE_STORE"]
+    assert services["model-server"]["environment"]["FLYWHEEL_FEAST_ONLINE_STORE"] == url
+    broker = services["airflow-worker"]["environment"]["AIRFLOW__CELERY__BROKER_URL"]
+    assert broker.rsplit("/", 1)[0] == url.rsplit("/", 1)[0] and broker[-2:] != url[-2:]  # same Redis, other db
+    monkeypatch.setenv("FLYWHEEL_FEAST_ONLINE_STORE", url)
+    monkeypatch.delenv("FLYWHEEL_FEATURE_REPO", raising=False)
+    store = load_store(Workspace(home=tmp_path / "home"))
     assert store.config.online_store.type == "redis"
     assert store.config.online_store.connection_string == "redis:6379,db=1,password=change-me"
-    shipped = dataclasses.replace(ws, feature_repo_path=str(ROOT / "feature_repo"))
-    assert sorted(o.name for o in repo_objects(ws)) == sorted(o.name for o in repo_objects(shipped))
