@@ -228,7 +228,8 @@ def test_dockerignore_keeps_state_and_secrets_out():
                 if line.strip() and not line.startswith("#")]
     for path in (".venv/bin/python", ".flywheel/mlflow/mlflow.db", ".git/HEAD", ".env", ".env.production",
                  "mlflow.db", "include/mlflywheel/__pycache__/cli.cpython-311.pyc", "mlflywheel.egg-info/PKG-INFO",
-                 ".pytest_cache/v", "bench/results/x.json", "test-results/a.png"):
+                 ".pytest_cache/v", "bench/results/x.json", "test-results/a.png",
+                 "test-artifacts/ui.png"):
         assert dockerignored(path, patterns), f"{path} would be sent to the build"
     needed = subprocess.run(["git", "ls-files", "include", "plugins", "dags", "deploy", "feature_repo", "expectations",
                              "requirements", "pyproject.toml", "README.md"], cwd=ROOT, capture_output=True, text=True)
