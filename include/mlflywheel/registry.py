@@ -115,7 +115,11 @@ def _register(config: PipelineConfig, ws: Workspace, *, run_id: str, model_uri: 
                 tracking.TAG_TRIGGER: run.data.tags.get(tracking.TAG_TRIGGER, "")}
         tags.update({f"flywheel.metric.{k[len('holdout_'):]}": f"{v:.6f}"
                      for k, v in run.data.metrics.items() if k.startswith("holdout_")})
+        # A tracking server checks that a ``models:/m-<id>`` source names the logged model it
+        # registers (the embedded store does not): pass the id along with the source.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
         version = mlflow_client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
+                                                     model_id=model_id,
                                                      description=f"gate approved; run key {run_key}")
         _wait_ready(mlflow_client, name, version.version)
         log.info("registered %s v%s for %s", name, version.version, run_key)
