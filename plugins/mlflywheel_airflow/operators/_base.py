@@ -30,6 +30,10 @@ class PipelineOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("pipeline", "interval_start", "interval_end")
+    #: which landing partitions the step reads, for the S3 mirror (``FLYWHEEL_LANDING_URI``):
+    #: ``"interval"`` (the interval's days must exist), ``"history"`` (recent days, none
+    #: required), ``None`` (no landing data)
+    reads_landing: str | None = None
 
     def __init__(self, *, pipeline: str, interval_start: str = INTERVAL_START,
                  interval_end: str = INTERVAL_END, **kwargs: Any) -> None:
@@ -53,6 +57,16 @@ class PipelineOperator(BaseOperator):
         if start >= end:
             raise ValueError(f"interval_start {start} is not before interval_end {end}")
         return start, end
+
+    def pre_execute(self, context: Context) -> None:
+        """Mirror the landing partitions this step reads from ``FLYWHEEL_LANDING_URI`` (when set)."""
+        if self.reads_landing:
+            from mlflywheel.settings import Workspace
+            from mlflywheel_airflow.hooks.storage import mirror_landing
+
+            start, end = self.interval()
+            self.call_core(mirror_landing, self.config, Workspace.from_env(), start=start, end=end,
+                           require_interval=self.reads_landing == "interval")
 
     def call_core(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the core; deterministic failures (bad data, bad config) fail without retries."""

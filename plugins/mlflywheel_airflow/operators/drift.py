@@ -49,6 +49,7 @@ class DriftCheckOperator(PipelineOperator):
     template_fields: Sequence[str] = (*PipelineOperator.template_fields, "window_days", "reference")
     operator_extra_links = (DriftReportLink(), MlflowRunLink())
     ui_color = "#fcf3cf"
+    reads_landing = "history"
 
     def __init__(self, *, window_days: int | str | None = None, reference: str = "champion",
                  mlflow_conn_id: str = "mlflow_default", feast_conn_id: str = "feast_default",

@@ -29,6 +29,7 @@ class MaterializeFeaturesOperator(PipelineOperator):
 
     template_fields: Sequence[str] = (*PipelineOperator.template_fields, "window_days")
     ui_color = "#d5f5e3"
+    reads_landing = "interval"
 
     def __init__(self, *, window_days: int | str | None = None, feast_conn_id: str = "feast_default",
                  **kwargs: Any) -> None:

@@ -40,6 +40,7 @@ class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
     template_fields: Sequence[str] = (*PipelineOperator.template_fields, *SparkSubmitOperator.template_fields,
                                       "alias", "output_root")
     ui_color = "#fdebd0"
+    reads_landing = "interval"
 
     def __init__(self, *, alias: str | None = None, output_root: str | None = None, conn_id: str = "spark_default",
                  mlflow_conn_id: str = "mlflow_default", interval_start: str = INTERVAL_START,
@@ -86,6 +87,7 @@ class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
 
         from mlflywheel.batch import job
         from mlflywheel.batch.session import spark_conf
+        from mlflywheel_airflow.hooks.storage import upload_predictions
 
         start, end = self.interval()
         ws = self.mlflow_hook.workspace()
@@ -118,6 +120,7 @@ class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
         if not status_file.is_file():
             raise AirflowException(f"spark-submit succeeded but the job left no status at {status_file}")
         result = json.loads(status_file.read_text())
+        result["uploaded"] = self.call_core(upload_predictions, self.config, ws, result)
         self.log.info("batch_score %s: %s rows scored, %s quarantined, %s v%s -> %s", self.config.name,
                       result["rows"], result["quarantined_rows"], result["model_name"], result["model_version"],
                       result["output_root"])

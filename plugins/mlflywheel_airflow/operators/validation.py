@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mlflywheel_airflow.links import ValidationResultLink
@@ -9,6 +10,8 @@ from mlflywheel_airflow.operators._base import PipelineOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from mlflywheel_airflow.hooks.mlflow import MlflowHook
 
 
 class ValidateDataOperator(PipelineOperator):
@@ -19,21 +22,34 @@ class ValidateDataOperator(PipelineOperator):
     XCom under ``validation_result`` before failing. Pass or fail, the result is also an MLflow
     run in ``flywheel/<pipeline>/validation`` (the task's "Validation result" link). A missing
     partition is retried (late data). See :class:`PipelineOperator` for the templated parameters.
+
+    :param mlflow_conn_id: MLflow connection for the validation run (absent means the
+        workspace's tracking URI)
     """
 
     operator_extra_links = (ValidationResultLink(),)
     ui_color = "#d6eaf8"
+    reads_landing = "interval"
+
+    def __init__(self, *, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        from mlflywheel_airflow.hooks.mlflow import MlflowHook
+
+        return MlflowHook(self.mlflow_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
         from mlflywheel.errors import DataValidationError
-        from mlflywheel.settings import Workspace
         from mlflywheel.validate import validate_landing
 
         start, end = self.interval()
         try:
-            return self.call_core(validate_landing, self.config, Workspace.from_env(), start=start, end=end)
+            return self.call_core(validate_landing, self.config, self.hook.workspace(), start=start, end=end)
         except AirflowFailException as exc:
             cause = exc.__cause__
             if isinstance(cause, DataValidationError):
