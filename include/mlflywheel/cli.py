@@ -308,6 +308,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(config, ws, host=args.host, port=args.port, **overrides)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from mlflywheel.config import load_pipeline
+    from mlflywheel.replay import replay
+
+    ws = Workspace.from_env()
+    config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
+    print(f"replaying {config.name} rows to {args.url} at {args.rate:g} req/s"
+          + (f", labels {args.label_delay:g} s after each answer" if args.label_delay is not None else ""))
+    report = replay(config, ws, args.url, rate=args.rate, duration_s=args.duration, limit=args.limit,
+                    label_delay_s=args.label_delay, feast=not args.no_feast, source=args.source)
+    print(json.dumps(report.summary(), indent=2))
+    return 0 if report.statuses.get(200) else 1
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from mlflywheel import tracking
     from mlflywheel.config import load_pipeline
@@ -432,6 +446,20 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a serving setting of the pipeline config (repeatable), e.g. max_batch_size=32")
     srv.set_defaults(func=cmd_serve)
+
+    rp = sub.add_parser("replay", help="send held-out rows to the model server at a set rate; publish their "
+                                       "labels after a delay (the rollout demo's users and chargebacks)")
+    rp.add_argument("--pipeline", default="fraud")
+    rp.add_argument("--url", default="http://127.0.0.1:8000", help="the model server")
+    rp.add_argument("--rate", type=float, default=50.0, help="requests per second (open loop)")
+    rp.add_argument("--duration", type=float, default=60.0, help="seconds to send for")
+    rp.add_argument("--limit", type=int, help="at most this many rows")
+    rp.add_argument("--label-delay", type=float, default=30.0,
+                    help="seconds from an answer to its label's arrival in the labels zone")
+    rp.add_argument("--no-labels", dest="label_delay", action="store_const", const=None)
+    rp.add_argument("--no-feast", action="store_true", help="the server runs --no-feast: send every model input")
+    rp.add_argument("--source", help="Parquet rows to send (default: the holdout of @champion's snapshot)")
+    rp.set_defaults(func=cmd_replay)
 
     rb = sub.add_parser("rollback", help="@champion back to @previous_champion (or --to VERSION) in one step; "
                                          "any canary is taken off")

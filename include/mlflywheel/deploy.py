@@ -4,7 +4,11 @@ Between two calls the whole rollout lives in a small JSON-safe state dict (it tr
 a deferral), so the controller holds no worker slot while a step bakes::
 
     {"decision", "version", "champion", "step_index", "mode", "weight", "step_started",
-     "baseline", "reasons", "verdict_path", "metrics_url", "log"}
+     "baseline", "reasons", "verdict_path", "metrics_url", "log", "rollout_started", "reference"}
+
+The champion is judged over the whole rollout: its scores and labels from ``rollout_started``
+on, and its error rate and p99 carried in ``reference`` from the last step where it served
+``min_requests`` (at 100 % it serves nothing).
 
 ``decision`` is what the last call did: ``started``, ``wait``, ``advance`` (keep going),
 ``promote`` or ``rollback`` (done), or ``skipped`` (nothing was changed in the registry).
@@ -101,7 +105,7 @@ def start(ws: Workspace, config: PipelineConfig, client: MlflowClient, *, versio
     state: dict[str, Any] = {"version": version, "champion": str(champion.version) if champion else None,
                              "step_index": 0, "mode": None, "weight": 0.0, "step_started": now.isoformat(),
                              "baseline": {}, "reasons": [], "verdict_path": None, "metrics_url": metrics_url,
-                             "log": str(log)}
+                             "log": str(log), "rollout_started": now.isoformat(), "reference": None}
     reason = None
     if champion is None:
         reason = f"no @{CHAMPION} to compare v{version} with: not rolled out (promote it by hand if meant)"
@@ -135,18 +139,23 @@ def analyse(ws: Workspace, config: PipelineConfig, client: MlflowClient, state: 
     version, champion = state["version"], state["champion"]
     started = dt.datetime.fromisoformat(state["step_started"])
     traffic = _traffic(state["baseline"], metrics_text)
+    reference = rollout.champion_reference(traffic, champion, step, state.get("reference"))
     log = Path(state["log"])
     if log.exists():
-        canary_rows, champion_rows = rollout.window(log, started, now, canary_version=version,
-                                                    champion_version=champion, shadow=step.mode == "shadow")
+        canary_rows, _ = rollout.window(log, started, now, canary_version=version, champion_version=champion,
+                                        shadow=step.mode == "shadow")
+        # the champion's model does not change during a rollout: its rows since the first step
+        rollout_started = dt.datetime.fromisoformat(state.get("rollout_started") or state["step_started"])
+        _, champion_rows = rollout.window(log, rollout_started, now, canary_version=version,
+                                          champion_version=champion)
         canary_scores, champion_scores = canary_rows["score"].tolist(), champion_rows["score"].tolist()
-        labels = _label_counts(ws, config, canary_rows, champion_rows, started, now)
+        labels = _label_counts(ws, config, canary_rows, champion_rows, rollout_started, now)
     else:  # no prediction logged yet: no scores, so the PSI check is inconclusive (never a pass)
         canary_scores, champion_scores, labels = [], [], None
     verdict = rollout.analyse_step(step, config.rollout, model=config.model_name, canary_version=version,
                                    champion_version=champion, traffic=traffic,
                                    canary_scores=canary_scores, champion_scores=champion_scores, labels=labels,
-                                   looks=len(steps))
+                                   looks=len(steps), reference=reference)
     action = rollout.decide(verdict, step, (now - started).total_seconds())
     path = rollout.record(ws, config, verdict, action)
     out = {**state, "decision": action, "reasons": verdict.reasons, "verdict_path": str(path)}
@@ -160,7 +169,7 @@ def analyse(ws: Workspace, config: PipelineConfig, client: MlflowClient, state: 
         _set_step(ws, config, client, version, nxt, f"rollout of v{version}: step {nxt.index} "
                                                      f"({nxt.mode} {nxt.weight:g}%)")
         out.update(step_index=nxt.index, mode=nxt.mode, weight=nxt.weight, step_started=now.isoformat(),
-                   baseline=_baseline(metrics_text))
+                   baseline=_baseline(metrics_text), reference=reference)
     return out
 
 

@@ -271,9 +271,23 @@ def _limit(name: str, value: float | None, limit: float, detail: str = "") -> Ch
     return Check(name, value, limit, None if value is None else value <= limit, detail)
 
 
+def champion_reference(traffic: dict[str, Traffic], champion_version: str, step: Step,
+                       previous: dict[str, float | None] | None = None) -> dict[str, float | None]:
+    """The champion's error rate and p99 to compare the canary with.
+
+    From this step's window when the champion served ``min_requests`` in it; otherwise (at
+    100 %, the champion serves nothing) the reference carried from the last step where it did.
+    """
+    champion = traffic.get(champion_version, Traffic())
+    if champion.requests >= step.min_requests or not previous:
+        return {"error_rate": champion.error_rate, "p99_ms": champion.p99_ms(), "requests": champion.requests}
+    return dict(previous)
+
+
 def analyse_step(step: Step, spec: RolloutSpec, *, model: str, canary_version: str, champion_version: str,
                  traffic: dict[str, Traffic], canary_scores: Sequence[float], champion_scores: Sequence[float],
-                 labels: LabelCounts | None = None, looks: int | None = None) -> StepVerdict:
+                 labels: LabelCounts | None = None, looks: int | None = None,
+                 reference: dict[str, float | None] | None = None) -> StepVerdict:
     """Judge one step: ``pass`` (every check passed), ``fail`` (any failed) or ``inconclusive``.
 
     Args:
@@ -286,9 +300,11 @@ def analyse_step(step: Step, spec: RolloutSpec, *, model: str, canary_version: s
             in a shadow step, the shadow rows stand for the canary).
         labels: delayed labels of the window, when any have arrived.
         looks: planned looks for the label test (default: the plan's step count).
+        reference: the champion's ``error_rate`` and ``p99_ms`` (:func:`champion_reference`);
+            default: from ``traffic``.
     """
     canary = traffic.get(canary_version, Traffic())
-    champion = traffic.get(champion_version, Traffic())
+    reference = reference or champion_reference(traffic, champion_version, step)
     checks: list[Check] = []
     shadow = step.mode == "shadow"
     volume = len(canary_scores) if shadow else canary.requests
@@ -296,17 +312,21 @@ def analyse_step(step: Step, spec: RolloutSpec, *, model: str, canary_version: s
     checks.append(Check("canary_requests", float(volume), float(step.min_requests), enough or None,
                         f"{'shadow rows' if shadow else 'canary requests'} in the window"))
     if not shadow:
-        rate, base = canary.error_rate, champion.error_rate
+        rate, base = canary.error_rate, reference["error_rate"]
         checks.append(_limit("error_rate", rate, spec.max_error_rate, f"{canary.errors:.0f}/{canary.requests:.0f}"))
         increase = None if rate is None or base is None else rate - base
         checks.append(_limit("error_rate_increase", increase, spec.max_error_rate_increase,
                              f"champion {base if base is None else round(base, 5)}"))
-        p99, p99_base = canary.p99_ms(), champion.p99_ms()
-        checks.append(_limit("p99_ms", p99, spec.max_p99_ms))
+        p99, p99_base = canary.p99_ms(), reference["p99_ms"]
+        checks.append(_sampled(_limit("p99_ms", p99, spec.max_p99_ms), enough))
         ratio = None if p99 is None or not p99_base else p99 / p99_base
-        checks.append(_limit("p99_ratio", ratio, spec.max_p99_ratio, f"champion p99 {p99_base} ms"))
-    checks.append(_limit("score_psi", psi(champion_scores, canary_scores), spec.max_score_psi,
-                         f"{len(canary_scores)} canary vs {len(champion_scores)} champion scores"))
+        checks.append(_sampled(_limit("p99_ratio", ratio, spec.max_p99_ratio, f"champion p99 {p99_base} ms"),
+                               enough))
+    # the scores come from the prediction log, which may trail the metrics by a flush
+    logged = len(canary_scores) >= step.min_requests
+    checks.append(_sampled(_limit("score_psi", psi(champion_scores, canary_scores), spec.max_score_psi,
+                                  f"{len(canary_scores)} canary vs {len(champion_scores)} champion scores"),
+                           enough and logged))
     if labels is not None and min(labels.canary_n, labels.champion_n) >= spec.min_labels:
         test = two_proportion_test(labels.champion_hits, labels.champion_n, labels.canary_hits, labels.canary_n,
                                    look_alpha(spec.alpha, looks or len(plan(spec))))
@@ -325,6 +345,16 @@ def analyse_step(step: Step, spec: RolloutSpec, *, model: str, canary_version: s
     else:
         decision, reasons = "pass", []
     return StepVerdict(model, canary_version, champion_version, asdict(step), checks, decision, reasons)
+
+
+def _sampled(check: Check, enough: bool) -> Check:
+    """A distribution check (p99, score PSI) is judged only on ``min_requests`` canary requests:
+    the p99 of six requests is their maximum, the PSI of six scores is noise. Errors are not
+    sampled: one 5xx counts from the first request (fail fast)."""
+    if enough or check.passed is None:
+        return check
+    return Check(check.name, check.value, check.limit, None,
+                 f"{check.detail + '; ' if check.detail else ''}judged from min_requests canary requests on")
 
 
 def decide(verdict: StepVerdict, step: Step, baked_s: float) -> str:

@@ -7,6 +7,7 @@ with a bake time of seconds.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -61,3 +62,54 @@ def test_healthy_canary_is_promoted_through_the_steps_and_a_diverging_one_rolled
     assert verdict["action"] == "rollback" and verdict["canary_version"] == other
     events = [json.loads(line)["event"] for line in rollout.ledger_path(ws, config).read_text().splitlines()]
     assert events[-3:] == ["deploy", "analysis:rollback", "deploy"]
+
+
+def test_replayed_traffic_with_delayed_labels_drives_a_full_rollout(registry, tmp_path):  # noqa: F811
+    """The demo loop on one machine: the replayer sends held-out rows at a set rate and publishes
+    each row's label a second after its answer; every step's label test runs on those labels."""
+    import threading
+
+    from mlflywheel.data.labels import read_labels
+    from mlflywheel.replay import replay
+
+    ws, ctr, files = registry
+    config = ctr.model_copy(update={"rollout": ctr.rollout.model_copy(update={
+        "steps": [50.0, 100.0], "bake_minutes": 0.15, "min_requests": 150, "min_labels": 100,
+        # this test is about traffic, labels and the loop, not about this (shared) machine's latency
+        "max_p99_ms": 1e6, "max_p99_ratio": 1e3})})
+    source = tmp_path / "held_out.parquet"
+    frame = helpers.ctr_frame(days=2)
+    # many users, as in production: with 400 ads, hashing whole ads to an arm makes the arms'
+    # score distributions differ by which ads they drew (PSI ~0.2 for one model on both arms)
+    frame["ad_id"] = range(1, len(frame) + 1)
+    frame.to_parquet(source)
+    log = tmp_path / "predictions.db"
+    client = tracking.client(ws)
+    server = Server(ws, log, f"log_path={log}")
+    reports = []
+    sender = threading.Thread(target=lambda: reports.append(replay(
+        config, ws, server.url, rate=40, duration_s=60, label_delay_s=1.0, feast=False, source=source)))
+    try:
+        sender.start()
+        same = helpers.publish_onnx_version(ws, config, files["1"])
+        states = roll(ws, config, client, same, server.url, log, timeout=90)
+        sender.join(120)
+        aliases = {a: str(v) for a, v in client.get_registered_model(config.model_name).aliases.items()}
+    finally:
+        server.stop()
+        client.set_registered_model_alias(config.model_name, "champion", "1")
+    report = reports[0].summary()
+    # open loop: 40/s for 60 s; a request that would exceed 64 in flight is dropped, not queued
+    assert report["sent"] + report["dropped"] == 2400 and report["sent"] > 1000
+    assert report["statuses"] == {"200": report["sent"]}  # no errors, no timeouts
+    assert report["labels_published"] == report["sent"]
+    assert states[-1]["decision"] == "promote" and aliases["champion"] == same, (report, states[-1]["reasons"])
+    # each step judged the arms on labels that arrived after their predictions
+    judged = [s for s in states if s["decision"] in ("advance", "promote")]
+    assert len(judged) == 2
+    for state in judged:
+        verdict = json.loads(open(state["verdict_path"]).read())
+        labels = {c["name"]: c for c in verdict["checks"]}["label_hit_rate_diff"]
+        assert labels["passed"] is True, verdict["checks"]
+    arrived = read_labels(config, ws, since=dt.date.today() - dt.timedelta(days=1), as_of=dt.datetime.now(dt.UTC))
+    assert len(arrived) == report["sent"]

@@ -88,9 +88,22 @@ def test_a_healthy_canary_passes_and_a_broken_one_fails_with_reasons():
 def test_too_little_traffic_is_inconclusive_and_never_promotes():
     verdict = analyse(rollout.parse_metrics(scrape({"1": (2000, 0, 0.002), "2": (20, 0, 0.002)})))
     assert verdict.decision == "inconclusive"
-    assert verdict.reasons == ["canary_requests: not enough data (canary requests in the window)"]
+    assert verdict.reasons[0] == "canary_requests: not enough data (canary requests in the window)"
     assert rollout.decide(verdict, STEP, baked_s=600) == "wait"
     assert rollout.decide(verdict, STEP, baked_s=1200) == "rollback"
+
+
+def test_distributions_are_judged_only_from_min_requests_but_errors_at_once():
+    """Six slow, shifted canary answers in the first seconds of a step are noise, not a verdict
+    (found by the replayer's end-to-end run); an error among them is a verdict."""
+    few = analyse(rollout.parse_metrics(scrape({"1": (2000, 0, 0.002), "2": (6, 0, 0.2)})),
+                  canary_scores=np.clip(SCORES[:6] + 0.5, 0, 1))
+    assert few.decision == "inconclusive"
+    checks = {c.name: c for c in few.checks}
+    assert checks["p99_ms"].passed is None and checks["p99_ms"].value == pytest.approx(250)
+    assert checks["score_psi"].passed is None and checks["score_psi"].value > 1
+    failing = analyse(rollout.parse_metrics(scrape({"1": (2000, 0, 0.002), "2": (5, 1, 0.002)})))
+    assert failing.decision == "fail" and failing.reasons[0] == "error_rate 0.1667 > 0.01"
 
 
 @pytest.mark.parametrize(("decision", "baked", "step", "action"), [
@@ -212,3 +225,20 @@ def test_step_window_and_label_counts_from_the_prediction_log(tmp_path):
     counts = rollout.label_counts(canary, champion, labels, id_column="transaction_id", label="is_fraud",
                                   threshold=0.5)
     assert counts == rollout.LabelCounts(champion_hits=1, champion_n=2, canary_hits=0, canary_n=1)
+
+
+def test_at_100_percent_the_champion_reference_is_carried_from_the_last_step_it_served():
+    """At 100 % the champion serves (almost) nothing: its error rate and p99 come from the step
+    before, not from a handful of stragglers (found by the replayer's end-to-end run)."""
+    last = rollout.Step(1, "canary", 100.0, 600.0, 100)
+    earlier = rollout.parse_metrics(scrape({"1": (2000, 0, 0.002), "2": (500, 0, 0.002)}))
+    carried = rollout.champion_reference(earlier, "1", STEP)
+    assert carried["p99_ms"] == pytest.approx(2.0) and carried["error_rate"] == 0.0
+    stragglers = rollout.parse_metrics(scrape({"1": (3, 1, 0.2), "2": (800, 0, 0.002)}))
+    assert rollout.champion_reference(stragglers, "1", last, carried) == carried
+    verdict = rollout.analyse_step(last, SPEC, model="fraud_detector", canary_version="2", champion_version="1",
+                                   traffic=stragglers, canary_scores=SCORES[:2500], champion_scores=SCORES[2500:],
+                                   reference=rollout.champion_reference(stragglers, "1", last, carried))
+    assert verdict.decision == "pass", verdict.reasons
+    checks = {c.name: c for c in verdict.checks}
+    assert checks["p99_ratio"].value == pytest.approx(1.0) and checks["error_rate_increase"].value == 0.0

@@ -76,7 +76,8 @@ def read_days(config: PipelineConfig, ws: Workspace, days: list[dt.date], *,
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` through a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    # not "*.parquet": a reader globbing the folder must never open a half-written file
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet.partial", dir=path.parent)
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
