@@ -125,3 +125,24 @@ def test_trigger_serializes_and_fires_once_with_the_state():
 
     (event,) = asyncio.run(events())
     assert event.payload == {"status": "success", "state": state("started"), "ready": False}
+
+
+def test_a_wait_with_no_triggerer_times_out_and_takes_the_canary_off(op):
+    """Each deferral carries a timeout; when it fires (no triggerer picked the wait up), the
+    task fails, and before it does the canary is taken off: it never serves unjudged."""
+    from airflow.sdk.bases.operator import TriggerFailureReason
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+
+    from mlflywheel_airflow.operators.rollout import bake_timeout
+
+    with mock.patch("mlflywheel.deploy.start", return_value=state("started")), \
+            pytest.raises(TaskDeferred) as deferred:
+        op.execute({})
+    wait = op.config.rollout.analysis_interval_s
+    assert deferred.value.timeout == bake_timeout(wait) == dt.timedelta(seconds=wait + 600)
+    assert bake_timeout(900) == dt.timedelta(seconds=2700)
+    with mock.patch("mlflywheel.deploy.abort") as abort, pytest.raises(TaskDeferralTimeout):
+        op.resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, {})
+    (_, config, client, version, reason), _ = abort.call_args
+    assert (config.name, client, version) == ("fraud", CLIENT, 2)
+    assert "is a triggerer running?" in reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -115,10 +116,23 @@ class DeployCanaryOperator(_MlflowOperator):
             return state
         self.log.info("canary v%s: %s at step %s (%s %s%%)%s", version, decision, state["step_index"],
                       state["mode"], state["weight"], f": {'; '.join(state['reasons'])}" if state["reasons"] else "")
-        self.defer(trigger=BakeTrigger(state=state, wait_s=self.config.rollout.analysis_interval_s,
+        wait_s = self.config.rollout.analysis_interval_s
+        self.defer(trigger=BakeTrigger(state=state, wait_s=wait_s,
                                        ready_url=f"{state['metrics_url'].rstrip('/')}/v2/health/ready"),
-                   method_name="execute_complete")
+                   method_name="execute_complete", timeout=bake_timeout(wait_s))
         raise AssertionError("defer() returns only by raising")  # pragma: no cover
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A wait that never came back (no triggerer running, or the trigger crashed) fails the
+        task: first the canary is taken off, so it never keeps serving unjudged."""
+        from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
+
+        if next_method == TRIGGER_FAIL_REPR:
+            benchmarked = self.benchmarked if isinstance(self.benchmarked, dict) else {}
+            error = (next_kwargs or {}).get("error", "unknown")
+            self._abort({"version": benchmarked.get("version")},
+                        f"bake wait ended without an analysis ({error}): is a triggerer running?")
+        return super().resume_execution(next_method, next_kwargs, context)
 
     def _abort(self, state: dict[str, Any] | None, reason: str) -> None:
         from mlflywheel.deploy import abort
@@ -129,6 +143,12 @@ class DeployCanaryOperator(_MlflowOperator):
     def on_kill(self) -> None:
         """The task was killed mid-analysis: take the canary off; the champion is never touched."""
         self._abort(self._rollout, "deploy_canary killed")
+
+
+def bake_timeout(wait_s: float) -> dt.timedelta:
+    """How long one deferred wait may take before the task fails: the wait plus ten minutes
+    (a triggerer restart), never less than three waits."""
+    return dt.timedelta(seconds=max(3 * wait_s, wait_s + 600))
 
 
 class RollbackOperator(_MlflowOperator):
