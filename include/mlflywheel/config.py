@@ -335,6 +335,9 @@ class RolloutSpec(_Strict):
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
         default=0.05, description="overall false-alarm rate of the label test, spent across the steps")
     min_labels: Annotated[int, Field(ge=1)] = Field(default=200, description="labelled rows per arm for the label test")
+    kserve: Literal["off", "manifests", "apply"] = Field(
+        default="off", description="KServe InferenceService per deployment change: off, written to reports/, "
+                                   "or also applied through the Kubernetes API (mlflywheel.kserve)")
     kserve_namespace: str = "default"
 
     @field_validator("steps")

@@ -430,9 +430,13 @@ def _deploy_event(ws: Workspace, config: PipelineConfig, client: MlflowClient, r
     name = config.model_name
     champion, canary = alias_version(client, name, CHAMPION), alias_version(client, name, CANARY)
     weight = float(client.get_registered_model(name).tags.get(TAG_CANARY_WEIGHT) or 0) if canary else 0.0
-    return append_ledger(ledger_path(ws, config), {
+    event = append_ledger(ledger_path(ws, config), {
         "event": "deploy", "model": name, "champion": str(champion.version) if champion else None,
         "canary": str(canary.version) if canary else None, "canary_weight": weight, "reason": reason})
+    from mlflywheel import kserve
+
+    kserve.sync(ws, config, client)  # the same change on Kubernetes, when rollout.kserve asks for it
+    return event
 
 
 def set_canary(ws: Workspace, config: PipelineConfig, client: MlflowClient, version: str, weight: float,
