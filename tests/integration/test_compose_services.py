@@ -8,15 +8,12 @@ service's own health check must pass. Then: anonymous calls are refused, the adm
 env file works, artifacts land in the bucket, a request for ``Host: mlflow:5000`` (how the
 other containers call it) is accepted.
 
-MLflow's basic-auth app needs Flask-WTF (``mlflow[auth]``). Where the environment lacks it,
-the server runs without ``--app-name basic-auth`` and only the authentication test is skipped,
-saying so.
+MLflow's basic-auth app needs Flask-WTF: the project depends on ``mlflow[auth]``.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import re
@@ -141,10 +138,6 @@ def mlflow_service(services, s3, database, tmp_path_factory):
     port = _free_port()
     argv = _argv(service["command"])
     argv[argv.index("--port") + 1] = str(port)
-    auth = importlib.util.find_spec("flask_wtf") is not None
-    if not auth:
-        i = argv.index("--app-name")
-        del argv[i:i + 2]
     backend = service["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert backend.endswith("@postgres:5432/mlflow")
     env = _service_env(service, MLFLOW_S3_ENDPOINT_URL=endpoint, MLFLOW_AUTH_CONFIG_PATH=str(tmp / "basic_auth.ini"),
@@ -167,7 +160,7 @@ def mlflow_service(services, s3, database, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"health check never passed: {check.stderr}\n{log.read_text()[-3000:]}")
             time.sleep(1)
-        yield {"url": f"http://127.0.0.1:{port}", "port": port, "env": env, "client": client, "auth": auth}
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "env": env, "client": client}
     finally:
         process.terminate()
         try:
@@ -178,9 +171,6 @@ def mlflow_service(services, s3, database, tmp_path_factory):
 
 
 def test_anonymous_calls_are_refused_and_the_admin_from_the_env_file_works(mlflow_service):
-    if not mlflow_service["auth"]:
-        pytest.skip("Flask-WTF (mlflow[auth]) is not installed: requirements/lock.txt lacks it, so the "
-                    "basic-auth app of docker-compose.yml cannot start")
     url = f"{mlflow_service['url']}/api/2.0/mlflow/experiments/search?max_results=1"
     assert _get(url)[0] == 401
     password = ENV["MLFLOW_ADMIN_PASSWORD"]
