@@ -156,7 +156,9 @@ def mlflow_server(backend_store_uri: str, artifacts_destination: str, *, s3_endp
     port = free_port()
     log_path = log_dir / f"mlflow-server-{port}.log"
     exe = Path(sys.executable).with_name("mlflow")
-    env = {**os.environ, **FAKE_AWS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint_url}
+    # no background job runner (huey consumers for GenAI jobs): the pipelines do not use it
+    env = {**os.environ, **FAKE_AWS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint_url,
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(key, None)
     args = [str(exe), "server", "--backend-store-uri", backend_store_uri,
