@@ -194,6 +194,8 @@ def stack_env(ws: Workspace, ports: Ports, secrets: dict[str, str], *, host: str
     defaults = {
         **ws.airflow_env(),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor worker processes (Airflow's default 32 is a lot of idle forks on a laptop)
+        "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__FERNET_KEY": secrets["fernet_key"],
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets["jwt_secret"],
         "AIRFLOW__API__SECRET_KEY": secrets["api_secret_key"],
@@ -292,14 +294,19 @@ def is_same_process(record: Record) -> bool:
         return False
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids of process group ``pgid``."""
+def group_members(sid: int) -> list[int]:
+    """Live (non-zombie) pids of the session ``sid`` that ``up`` started the service in.
+
+    Each service is started in a session of its own (its pid is the session id). The session,
+    not the process group, is what holds everything a service started: Airflow's task
+    supervisor puts each task process (and a Spark job's JVM) in a process group of its own.
+    """
     import psutil
 
     members = []
     for proc in psutil.process_iter(["pid", "status"]):
         try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(proc.info["pid"]) == sid:
                 members.append(proc.info["pid"])
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
@@ -307,10 +314,11 @@ def group_members(pgid: int) -> list[int]:
 
 
 def stop_records(records: list[Record], *, timeout: float = 30.0) -> dict[str, str]:
-    """SIGTERM the process group of each record that is still the process ``up`` started, wait
-    up to ``timeout`` seconds for all of them together, then SIGKILL what is left.
+    """SIGTERM the process group of each record that is still the process ``up`` started (the
+    scheduler forwards it to its task processes), wait up to ``timeout`` seconds for all of
+    their sessions to empty, then SIGKILL every process left in them.
 
-    Returns what happened per service. A record whose leader is gone but whose group still
+    Returns what happened per service. A record whose leader is gone but whose session still
     has processes (orphaned children) gets those killed.
     """
     outcome: dict[str, str] = {}
@@ -320,7 +328,7 @@ def stop_records(records: list[Record], *, timeout: float = 30.0) -> dict[str, s
             _signal_group(rec.pid, signal.SIGTERM)
             waiting[rec.name] = rec.pid
         elif leftovers := group_members(rec.pid):
-            _signal_group(rec.pid, signal.SIGKILL)
+            _kill_all(leftovers)
             outcome[rec.name] = f"leader gone; killed {len(leftovers)} leftover process(es)"
         else:
             outcome[rec.name] = "not running"
@@ -334,6 +342,7 @@ def stop_records(records: list[Record], *, timeout: float = 30.0) -> dict[str, s
         time.sleep(0.2)
     for pid in waiting.values():
         _signal_group(pid, signal.SIGKILL)
+        _kill_all(group_members(pid))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(group_members(pid) for pid in waiting.values()):
         for pid in waiting.values():
@@ -353,6 +362,14 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
+
+
+def _kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _reap(pid: int) -> None:

@@ -83,6 +83,7 @@ def test_env_ties_the_processes_to_the_stack_ports(ws):
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert env["AIRFLOW__CORE__PARALLELISM"] == "4"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert stack.stack_env(ws, ports, secrets, environ={})["AIRFLOW__CORE__PARALLELISM"] == "4"
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert env["AIRFLOW__CORE__FERNET_KEY"] == secrets["fernet_key"]
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["jwt_secret"]
@@ -213,3 +214,21 @@ def test_up_refuses_a_busy_port_and_a_public_host(ws):
     with pytest.raises(stack.StackError, match="expected a loopback address"):
         stack.up(ws, stack.Ports(), host="0.0.0.0", say=lambda _: None)
     assert stack.read_state(ws) == {}
+
+
+CHILD_IN_OWN_GROUP = ("import subprocess, sys, time; "
+                      "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], process_group=0); "
+                      "time.sleep(60)")
+
+
+def test_a_child_in_its_own_process_group_is_stopped_too(ws):
+    """Airflow's task supervisor moves each task process to a group of its own: the service's
+    session still holds it, and down does not leave it running."""
+    rec = _spawn(ws, "scheduler", CHILD_IN_OWN_GROUP)
+    _wait_members(rec.pid, 2)
+    members = stack.group_members(rec.pid)
+    assert len(members) == 2
+    child = next(pid for pid in members if pid != rec.pid)
+    assert os.getpgid(child) == child != rec.pid  # not in the leader's process group
+    assert stack.stop_record(rec, timeout=1) == "killed (still running 1 s after SIGTERM)"
+    assert stack.group_members(rec.pid) == []
