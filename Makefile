@@ -53,7 +53,7 @@ browser:
 
 test: install browser
 	$(BIN)/ruff check include plugins dags tests bench feature_repo
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "unit or dags or operators" $(PYTEST_ARGS)

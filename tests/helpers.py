@@ -200,3 +200,43 @@ def run_dag_once(dag: Any, logical: dt.datetime, conf: dict | None = None) -> tu
     states = {ti.task_id: str(ti.state).split(".")[-1].lower() for ti in run.get_task_instances()}
     return str(run.state).split(".")[-1].lower(), states, run.run_id
 
+
+
+def slow_onnx(src: Path, dst: Path, *, size: int = 2048, matmuls: int = 60) -> Path:
+    """``src`` with the same inputs and the same scores, made slow: ``matmuls`` input-dependent
+    ``size`` x ``size`` MatMuls per row whose result is added times zero (ONNX Runtime cannot
+    fold them away). A canary that is correct but slow, for the latency rollback."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    x = next(i.name for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT)
+    out = next(o.name for o in graph.output if o.name == "probabilities")
+    for node in graph.node:
+        node.output[:] = [f"{out}__fast" if o == out else o for o in node.output]
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+    graph.initializer.extend([
+        numpy_helper.from_array(w, "slow_w"),
+        numpy_helper.from_array(np.array([1, size], dtype=np.int64), "slow_shape"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "slow_axes"),
+        numpy_helper.from_array(np.array(-1.0, dtype=np.float32), "slow_lo"),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "slow_hi"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "slow_zero")])
+    nodes = [helper.make_node("Expand", [x, "slow_shape"], ["slow_0"])]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"slow_{i}", "slow_w"], [f"slow_{i + 1}"]))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    reduce = (helper.make_node("ReduceSum", [f"slow_{matmuls}", "slow_axes"], ["slow_sum"], keepdims=1)
+              if opset >= 13 else helper.make_node("ReduceSum", [f"slow_{matmuls}"], ["slow_sum"], axes=[1], keepdims=1))
+    nodes += [reduce,
+              helper.make_node("Clip", ["slow_sum", "slow_lo", "slow_hi"], ["slow_clip"]),
+              helper.make_node("Mul", ["slow_clip", "slow_zero"], ["slow_nothing"]),
+              helper.make_node("Add", [f"{out}__fast", "slow_nothing"], [out])]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst

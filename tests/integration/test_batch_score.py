@@ -310,8 +310,12 @@ def test_example_dag_validates_scores_and_checks_drift(champion, airflow_db, mon
     """``dags/example_fraud_daily.py``, the data engineers' example, runs as written."""
     import importlib.util
 
+    from mlflywheel.data.generate import write_landing
+
     ws, config, _, version = champion
     monkeypatch.setenv("FLYWHEEL_HOME", str(ws.home))
+    # the bad-input tests above corrupted landing days the drift check reads: the same seeds again
+    write_landing(config, ws, start=LAST_DAY - dt.timedelta(days=34), end=LAST_DAY + dt.timedelta(days=2))
     spec = importlib.util.spec_from_file_location("_example_fraud_daily", ROOT / "dags" / "example_fraud_daily.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

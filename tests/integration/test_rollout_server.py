@@ -113,3 +113,38 @@ def test_replayed_traffic_with_delayed_labels_drives_a_full_rollout(registry, tm
         assert labels["passed"] is True, verdict["checks"]
     arrived = read_labels(config, ws, since=dt.date.today() - dt.timedelta(days=1), as_of=dt.datetime.now(dt.UTC))
     assert len(arrived) == report["sent"]
+
+
+def test_a_slow_canary_is_rolled_back_on_latency_before_its_bake_ends(registry, tmp_path):  # noqa: F811
+    """Correct scores, 60 extra MatMuls a row: the p99 check rolls it back at the first
+    analysis with enough canary requests, long before the step's bake time."""
+    import numpy as np
+
+    from mlflywheel.runtime import OnnxModel
+
+    ws, ctr, files = registry
+    slow = helpers.slow_onnx(files["1"], tmp_path / "slow" / "model.onnx")
+    frame = helpers.ctr_frame(days=1).head(50)
+    same = [OnnxModel(path).predict_proba(frame) for path in (files["1"], slow)]
+    np.testing.assert_allclose(same[0], same[1], atol=1e-6)  # the same model, only slower
+    config = ctr.model_copy(update={"rollout": ctr.rollout.model_copy(update={
+        "steps": [50.0, 100.0], "bake_minutes": 2.0, "min_requests": 20, "max_p99_ms": 25.0,
+        "max_p99_ratio": 3.0, "max_score_psi": 10.0})})
+    log = tmp_path / "predictions.db"
+    client = tracking.client(ws)
+    server = Server(ws, log, f"log_path={log}")
+    load = Load(server.url, threads=4)
+    try:
+        version = helpers.publish_onnx_version(ws, config, slow)
+        started = time.monotonic()
+        states = roll(ws, config, client, version, server.url, log, timeout=110)
+        took = time.monotonic() - started
+        aliases = {a: str(v) for a, v in client.get_registered_model(config.model_name).aliases.items()}
+    finally:
+        load.stop()
+        server.stop()
+        client.set_registered_model_alias(config.model_name, "champion", "1")
+    assert states[-1]["decision"] == "rollback" and states[-1]["step_index"] == 0
+    assert any(r.startswith(("p99_ms", "p99_ratio")) for r in states[-1]["reasons"]), states[-1]["reasons"]
+    assert took < 120 and "canary" not in aliases and aliases["champion"] == "1"
+    assert load.count(500) == 0

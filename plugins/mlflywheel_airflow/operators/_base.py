@@ -60,13 +60,22 @@ class PipelineOperator(BaseOperator):
 
     def pre_execute(self, context: Context) -> None:
         """Mirror the landing partitions this step reads from ``FLYWHEEL_LANDING_URI`` (when set)."""
-        if self.reads_landing:
-            from mlflywheel.settings import Workspace
-            from mlflywheel_airflow.hooks.storage import mirror_landing
+        if not self.reads_landing:
+            return
+        from mlflywheel.settings import Workspace
 
+        ws = Workspace.from_env()
+        if not ws.landing_uri:  # local landing zone: nothing to mirror, nothing to compute
+            return
+        from mlflywheel_airflow.hooks.storage import mirror_landing
+
+        if self.reads_landing == "interval":
             start, end = self.interval()
-            self.call_core(mirror_landing, self.config, Workspace.from_env(), start=start, end=end,
-                           require_interval=self.reads_landing == "interval")
+        else:  # "history": a check at one instant (the drift DAG's runs have no interval)
+            end = _parse_time(self.interval_end, "interval_end")
+            start = end - dt.timedelta(days=1)
+        self.call_core(mirror_landing, self.config, ws, start=start, end=end,
+                       require_interval=self.reads_landing == "interval")
 
     def call_core(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the core; deterministic failures (bad data, bad config) fail without retries."""
