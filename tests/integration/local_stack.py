@@ -21,17 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.integration.stack import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
 #: variables of the test session that must not leak into the stack (conftest points them at its own home)
 SESSION_ONLY = ("AIRFLOW_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "FLYWHEEL_ARTIFACT_ROOT",
                 "FLYWHEEL_LANDING_ROOT", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "PYTHONDONTWRITEBYTECODE")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_bound(port: int) -> bool:

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration.stack import free_port, postgres_database
 from tests.unit.test_compose import (
     COMPOSE,
     ENV_EXAMPLE,
@@ -43,12 +43,6 @@ from tests.unit.test_compose import (
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 #: .env.example with every change-me replaced by a generated secret, as docs/deploy.md says to do
@@ -79,19 +73,8 @@ def s3():
 
 @pytest.fixture(scope="module")
 def database():
-    import psycopg2
-
-    name = f"h1_mlflow_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with postgres_database("h1_mlflow") as uri:
+        yield uri.rsplit("/", 1)[1]
 
 
 def _service_env(service: dict, **changes: str) -> dict[str, str]:
@@ -135,7 +118,7 @@ def mlflow_service(services, s3, database, tmp_path_factory):
     ini, n = re.subn(r"(?m)^database_uri = .*$", f"database_uri = sqlite:///{tmp}/basic_auth.db", ini)
     assert n == 1
     (tmp / "basic_auth.ini").write_text(ini)
-    port = _free_port()
+    port = free_port()
     argv = _argv(service["command"])
     argv[argv.index("--port") + 1] = str(port)
     backend = service["environment"]["MLFLOW_BACKEND_STORE_URI"]
@@ -229,7 +212,7 @@ def test_spark_master_and_worker_commands_form_a_cluster(services, tmp_path):
     """The services' spark-class commands and health checks; addresses moved to 127.0.0.1 and free ports."""
     import pyspark
 
-    master_port, master_ui, worker_ui = _free_port(), _free_port(), _free_port()
+    master_port, master_ui, worker_ui = free_port(), free_port(), free_port()
     swap = {"spark-master": "127.0.0.1", "7077": str(master_port), "8080": str(master_ui), "8081": str(worker_ui),
             "spark://spark-master:7077": f"spark://127.0.0.1:{master_port}"}
     env = {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOG_DIR": str(tmp_path / "logs"),
@@ -263,12 +246,8 @@ def test_airflow_init_migrates_sets_the_admin_password_and_resolves_the_connecti
     import psycopg2
 
     service = services["airflow-init"]
-    name = f"h1_airflow_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="root", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with postgres_database("h1_airflow") as uri:
+        name = uri.rsplit("/", 1)[1]
         conn = service["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         assert conn.endswith("@postgres:5432/airflow")
         passwords = tmp_path / "airflow" / "passwords.json"
@@ -296,7 +275,3 @@ def test_airflow_init_migrates_sets_the_admin_password_and_resolves_the_connecti
         bad_key = subprocess.run(_in_repo(_argv(service["command"])), capture_output=True, text=True, timeout=540,
                                  env={**env, "AIRFLOW__CORE__FERNET_KEY": "change-me"})
         assert bad_key.returncode != 0 and "AIRFLOW_FERNET_KEY is not a Fernet key" in bad_key.stderr
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()

@@ -12,11 +12,11 @@ import datetime as dt
 import json
 import os
 import urllib.parse
-import uuid
 
 import pytest
 
 from tests.integration.local_stack import running_stack
+from tests.integration.stack import postgres_database
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +29,9 @@ PIPELINES = ("fraud", "ctr")
 
 @pytest.fixture
 def postgres_db():
-    """A fresh database (dropped afterwards, sessions and all); yields its SQLAlchemy URL."""
-    import psycopg2
-
-    name = f"flywheel_sched_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(dbname="postgres", **PG)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}", name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    """A fresh database (dropped afterwards, sessions and all); yields its SQLAlchemy URL and name."""
+    with postgres_database("flywheel_sched") as uri:
+        yield uri.replace("postgresql://", "postgresql+psycopg2://", 1), uri.rsplit("/", 1)[1]
 
 
 @pytest.fixture

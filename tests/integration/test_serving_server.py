@@ -25,6 +25,7 @@ from mlflywheel.serving.predlog import read_predictions
 from mlflywheel.settings import Workspace
 from tests import helpers
 from tests.helpers import ctr_record
+from tests.integration.stack import free_port
 
 pytestmark = pytest.mark.integration
 FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
@@ -45,12 +46,6 @@ def registry(tmp_path_factory, ctr_onnx):
         else:
             os.environ["FLYWHEEL_HOME"] = saved
     return ws, ctr_onnx.config, ctr_onnx.files
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mlflywheel_airflow.links import ValidationResultLink
-from mlflywheel_airflow.operators._base import PipelineOperator
+from mlflywheel_airflow.operators.mlflow import _MlflowOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from mlflywheel_airflow.hooks.mlflow import MlflowHook
 
-
-class ValidateDataOperator(PipelineOperator):
+class ValidateDataOperator(_MlflowOperator):
     """Run the pipeline's expectation suite on the landing partitions of the data interval.
 
     A violation fails the task without retries; the message lists each failed expectation
@@ -30,16 +27,6 @@ class ValidateDataOperator(PipelineOperator):
     operator_extra_links = (ValidationResultLink(),)
     ui_color = "#d6eaf8"
     reads_landing = "interval"
-
-    def __init__(self, *, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        from mlflywheel_airflow.hooks.mlflow import MlflowHook
-
-        return MlflowHook(self.mlflow_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
