@@ -295,7 +295,9 @@ class ServingSpec(_Strict):
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     retry_refused_s: Annotated[float, Field(ge=0)] = 60.0
-    max_batch_size: Annotated[int, Field(ge=1, le=8192)] = 64
+    # rows per model call: one call, one log commit and one thread handoff serve the whole batch
+    # (32-row requests at concurrency 32 gain about 1.5x going from 64 to 256 on one core)
+    max_batch_size: Annotated[int, Field(ge=1, le=8192)] = 256
     max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     max_queue_rows: Annotated[int, Field(ge=1)] = 1024
     sessions: Annotated[int, Field(ge=1, le=64)] = Field(default=1, description="batches scored at once")

@@ -77,7 +77,8 @@ def test_store_features_are_merged_and_unknown_entities_fall_back_flagged(serve_
     np.testing.assert_allclose([p["score"] for p in answer["predictions"]],
                                expected_scores(ctr_onnx.files["1"], merged), rtol=1e-6)
     assert [p["fallback"] for p in answer["predictions"]] == [False, False, True]
-    assert calls == [[7, 8, 999]]  # one lookup for the batch; the second request hit the cache
+    # the warm-up probe at startup, then one lookup for the batch; the second request hit the cache
+    assert calls == [[-1], [7, 8, 999]]
     assert sent_store_feature.status_code == 422
     assert sent_store_feature.json()["field"] == "records[0].clicked_count_7d"
     logged = read_predictions(s.log_path)
@@ -283,3 +284,12 @@ def test_a_refused_canary_gets_no_traffic_and_a_registry_outage_keeps_serving(se
     assert {p["role"] for p in answer["predictions"]} == {"champion"}
     assert during_outage.status_code == 200 and ready.status_code == 200
     assert s.server.watcher.last_error == "registry poll failed: registry unreachable"
+
+
+def test_generated_request_ids_are_unique_32_hex_and_differ_between_servers():
+    from mlflywheel.serving.app import _RequestIds
+
+    first, second = _RequestIds(), _RequestIds()
+    ids = [first() for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert second()[:20] != ids[0][:20]

@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from mlflywheel.serving.contract import parse_json
 from tests import helpers
 from tests.helpers import ctr_record
 
@@ -64,6 +65,11 @@ CASES = [
     ("duplicate-top-key", "POST", P, b'{"records": [], "records": []}', JSON, 400, "duplicate_key", "records"),
     ("duplicate-record-key", "POST", P, one().replace(b'"ad_id": 7', b'"ad_id": 7, "ad_id": 8'), JSON, 400,
      "duplicate_key", "ad_id"),
+    # a ':' inside a string sends the body through the strict parser, which still finds the duplicate
+    ("duplicate-key-colon-in-string", "POST", P, one(placement="a:b").replace(b'"ad_id": 7', b'"ad_id": 7, "ad_id": 8'),
+     JSON, 400, "duplicate_key", "ad_id"),
+    ("duplicate-nested-key", "POST", P, b'{"records": [{"ad_id": 7, "x": {"k": 1, "k": 2}}]}', JSON, 400,
+     "duplicate_key", "k"),
     ("not-utf8", "POST", P, b'{"records": ["\xff\xfe"]}', JSON, 400, "malformed_json", None),
     ("nested-too-deep", "POST", P, b"[" * 2000 + b"]" * 2000, JSON, 400, "malformed_json", None),
     ("bad-request-id", "POST", P, one(), {**JSON, "x-request-id": "no spaces allowed"}, 400, "invalid_request_id",
@@ -134,6 +140,9 @@ CASES = [
     ("infer-unknown-model", "POST", "/v2/models/nope/infer", infer(*tensors()), JSON, 404, "unknown_model", "name"),
     ("infer-unknown-version", "POST", "/v2/models/ctr/versions/99/infer", infer(*tensors()), JSON, 404,
      "unknown_version", "version"),
+    ("infer-empty-version", "POST", "/v2/models/ctr/versions//infer", infer(*tensors()), JSON, 404, "not_found",
+     None),
+    ("infer-extra-segment", "POST", "/v2/models/ctr/x/infer", infer(*tensors()), JSON, 404, "not_found", None),
     ("metadata-unknown-model", "GET", "/v2/models/nope", None, {}, 404, "unknown_model", "name"),
     ("ready-unknown-model", "GET", "/v2/models/nope/ready", None, {}, 404, "unknown_model", "name"),
     ("infer-no-inputs", "POST", V2, b'{"id": "a"}', JSON, 422, "missing_field", "inputs"),
@@ -199,6 +208,39 @@ def test_bad_input_gets_a_clear_4xx(server, method, path, payload, headers, stat
     assert server.client.post(P, content=one(), headers=JSON).status_code == 200
 
 
+@pytest.mark.parametrize("text", [
+    '{"records": [{"a": 1, "b": "x"}, {"a": 2.5e3, "b": null}]}',
+    '{"records": [{"id": "12:30", "b": true}]}',  # ':' in a string: the strict parser answers
+    '{"a": {"b": {"c": [1, 2, {"d": "\\u00e9\\""}]}}, "e": []}',
+    '[{"k": 123456789012345678901234567890}]',  # beyond int64: msgspec refuses, the strict parser accepts
+    '{"s": "\\ud800"}',  # a lone surrogate: the same
+])
+def test_the_fast_json_path_agrees_with_the_strict_parser(text):
+    assert parse_json(text.encode()) == json.loads(text)
+
+
 def test_parse_errors_name_the_position(server):
     answer = server.client.post(P, content=b'{\n  "records": [1,]\n}', headers=JSON).json()
     assert "line 2 column 17 (char 18)" in answer["message"]
+
+
+def test_the_column_wise_check_agrees_with_the_row_by_row_one(server, monkeypatch):
+    """Valid records take the fast path with the same answer; anything off goes row by row."""
+    from mlflywheel.serving import contract as c
+
+    contract = server.server.contract
+    records = [ctr_record(ad_id=i + 1, position=i % 5 + 1, bid_price_mean_7d=None if i % 2 else 0.5) for i in range(MAX_ROWS)]
+    records[3]["impression_id"] = "imp-3"
+    fast = c.parse_predict(body(*records), contract)
+    monkeypatch.setattr(c, "_records_fast", lambda records, contract: None)
+    slow = c.parse_predict(body(*records), contract)
+    assert (fast.entity_ids, fast.ids) == (slow.entity_ids, slow.ids) and fast.ids[3] == "imp-3"
+    assert fast.records == slow.records and fast.records[1]["bid_price_mean_7d"] is None
+    monkeypatch.undo()
+    assert c._records_fast(records, contract) is not None
+    kinds = {name: spec.kind for name, spec in contract.record_fields.items()}
+    assert kinds["position"] == "integer" and kinds["placement"] == "string"
+    for bad in (ctr_record(position=True), ctr_record(position=2.0), ctr_record(placement=""),
+                ctr_record(bid_price=1e39), ctr_record(bid_price=None), {**ctr_record(), "extra": 1},
+                ctr_record(impression_id=5)):
+        assert c._records_fast([ctr_record(), bad], contract) is None, bad

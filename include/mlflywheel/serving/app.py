@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
+import itertools
 import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -47,8 +49,6 @@ from mlflywheel.serving.scoring import Payload, Scorer
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from starlette.requests import Request
-
     from mlflywheel.config import ServingSpec
     from mlflywheel.serving.contract import Contract
     from mlflywheel.serving.models import Loaded, ModelSource
@@ -60,8 +60,23 @@ JSON = "application/json"
 PREDICT, INFER = "/predict", "/v2/models/{name}/infer"
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, headers=headers, media_type=JSON)
+    return Response(_encode(body), status_code=status, headers=headers, media_type=JSON)
+
+
+class _RequestIds:
+    """Fresh request ids: 32 hex characters, a random 80-bit prefix per process and a counter
+    (``uuid4`` costs a system call per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:20]
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):012x}"
 
 
 class ModelServer:
@@ -90,11 +105,15 @@ class ModelServer:
         self.draining = False
         self.started = False
         self._retry = {"Retry-After": str(spec.retry_after_s)}
+        self._new_id = _RequestIds()
+        self._answered: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        await asyncio.get_running_loop().run_in_executor(None, self.watcher.refresh)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.watcher.refresh)
+        await loop.run_in_executor(None, self._warm_online)
         self.watcher.start()
         await self.batcher.start()
         # Startup left ~10^6 long-lived objects (mlflow, pandas, onnx, feast); without this every
@@ -114,11 +133,26 @@ class ModelServer:
             log.info("stopped: %d prediction rows appended this run, log flushed to %s", self.log.appended,
                      self.log.path)
 
+    def _warm_online(self) -> None:
+        if self.online is None:
+            return
+        probe = "__flywheel_warmup__" if self.contract.entity.kind == "string" else -1
+        try:
+            self.online.warm(probe)
+        except Exception as exc:  # the store may come up later; requests will say so if it does not
+            log.warning("online store warm-up lookup failed: %s", exc)
+
     @property
     def ready(self) -> bool:
         return self.started and not self.draining and self.watcher.ready
 
-    def app(self) -> Starlette:
+    def app(self) -> Any:
+        """The ASGI application.
+
+        ``POST /predict`` and the v2 ``infer`` routes go straight to their handlers; the rest
+        (health, metadata, metrics, 404/405, lifespan) goes through a Starlette router. On one
+        core the router and its middleware stack cost about a tenth of a single-row request.
+        """
         routes = [
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready_endpoint, methods=["GET"]),
@@ -132,8 +166,39 @@ class ModelServer:
             Route("/predict", self.predict, methods=["POST"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
         ]
-        return Starlette(routes=routes, lifespan=self.lifespan,
-                         exception_handlers={HTTPException: self._http_error, Exception: self._crash})
+        router = Starlette(routes=routes, lifespan=self.lifespan,
+                           exception_handlers={HTTPException: self._http_error, Exception: self._crash})
+
+        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            handler = self._hot_route(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
+            if handler is None:
+                await router(scope, receive, send)
+                return
+            request = Request(scope, receive)
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                response = await self._crash(request, exc)
+            await response(scope, receive, send)
+
+        return asgi
+
+    def _hot_route(self, scope: dict[str, Any]) -> Any:
+        """The handler of a ``POST`` to ``/predict`` or ``/v2/models/{name}[/versions/{version}]/infer``
+        (path parameters set on ``scope`` as the router would), else ``None``."""
+        path = scope["path"]
+        if path == PREDICT:
+            return self.predict
+        if not (path.startswith("/v2/models/") and path.endswith("/infer")):
+            return None
+        parts = path[len("/v2/models/"):-len("/infer")].split("/")
+        if len(parts) == 1 and parts[0]:
+            scope["path_params"] = {"name": parts[0]}
+        elif len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+            scope["path_params"] = {"name": parts[0], "version": parts[2]}
+        else:
+            return None
+        return self.infer
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -285,8 +350,13 @@ class ModelServer:
         versions = set(roles.values())
         version = versions.pop() if len(versions) == 1 else "mixed"
         role = next(iter(roles)) if len(roles) == 1 else "mixed"
-        self.metrics.requests.labels(route_name, version, role, "200").inc()
-        self.metrics.latency.labels(route_name, version, role).observe(time.perf_counter() - started)
+        key = (route_name, version, role)
+        series = self._answered.get(key)
+        if series is None:  # labels() takes a lock and validates: once per series, not per request
+            series = self._answered[key] = (self.metrics.requests.labels(route_name, version, role, "200"),
+                                            self.metrics.latency.labels(route_name, version, role))
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
 
     async def predict(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -296,7 +366,7 @@ class ModelServer:
         try:
             self._shed()
             body = await self._body(request)
-            request_id = check_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
+            request_id = check_request_id(request.headers.get("x-request-id")) or self._new_id()
             parsed = parse_predict(body, self.contract)
             self._champion()
             deployment = self.watcher.current
@@ -310,7 +380,7 @@ class ModelServer:
             jobs = []
             for role, index in by_role.items():
                 loaded = deployment.models[role]
-                jobs.append(Job(key=loaded.version, rows=[dict(parsed.records[i]) for i in index], payload=Payload(
+                jobs.append(Job(key=loaded.version, rows=[parsed.records[i] for i in index], payload=Payload(
                     request_id=request_id, route=PREDICT, role=role, model=loaded, received=started,
                     entity_ids=[parsed.entity_ids[i] for i in index], record_ids=[parsed.ids[i] for i in index],
                     row_index=index, lookup=self.online is not None)))
@@ -386,7 +456,7 @@ class ModelServer:
             if loaded is None:
                 self._champion()
                 raise RequestError(503, "not_ready", "no @champion loaded yet")
-            request_id = parsed.id or check_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
+            request_id = parsed.id or check_request_id(request.headers.get("x-request-id")) or self._new_id()
             job = Job(key=loaded.version, rows=parsed.records, payload=Payload(
                 request_id=request_id, route=INFER, role=role or CHAMPION, model=loaded, received=started))
             (future,) = self._submit_all([job])

@@ -56,7 +56,7 @@ class MicroBatcher:
     """
 
     def __init__(self, process: Callable[[list[Job]], list[Any]], metrics: ServerMetrics, *,
-                 max_batch_size: int = 64, max_wait_s: float = 0.002, max_queue_rows: int = 1024,
+                 max_batch_size: int = 256, max_wait_s: float = 0.002, max_queue_rows: int = 1024,
                  sessions: int = 1) -> None:
         self.process, self.metrics = process, metrics
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s

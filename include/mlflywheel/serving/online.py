@@ -27,6 +27,8 @@ class OnlineFeatures(Protocol):
 
     def lookup(self, entity_ids: list[Any]) -> list[dict[str, Any] | None]: ...
 
+    def warm(self, probe: Any) -> None: ...
+
 
 class CachedLookup:
     """A TTL + LRU cache in front of a batch lookup function (thread-safe).
@@ -44,6 +46,11 @@ class CachedLookup:
         self._cache: OrderedDict[Any, tuple[float, dict[str, Any] | None]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+
+    def warm(self, probe: Any) -> None:
+        """Fetch ``probe`` once, uncached: the first Feast read imports the online store's
+        modules (about 0.25 s), which the server pays before it is ready, not on a request."""
+        self.fetch([probe])
 
     def lookup(self, entity_ids: list[Any]) -> list[dict[str, Any] | None]:
         now = time.monotonic()
