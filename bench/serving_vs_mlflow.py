@@ -2,7 +2,8 @@
 
 Same fraud model (trained here on a generated 60-day window), same rows, one run, on
 loopback. Each server runs as its own process pinned to core 0 (``taskset``); the load
-generator (asyncio + aiohttp, in this process) is pinned to core 1.
+generator (``bench/loadgen.py``: raw asyncio protocols on uvloop, in this process) is pinned
+to core 1.
 
 - ``flywheel (feast off)``: ``flywheel serve --no-feast``, every feature on (routing, micro-
   batching, prediction log, metrics); records carry every model input.
@@ -11,30 +12,34 @@ generator (asyncio + aiohttp, in this process) is pinned to core 1.
 - ``mlflow models serve``: the same scikit-learn model (``--env-manager local``, 1 worker).
 - ``bare fastapi+ort``: ``bench/serving_bare.py``: the floor for a Python server.
 
-Closed loop at concurrency 1, 8, 32 with 1-row and 32-row requests (requests/s, p50, p99),
+Each point is measured ``--rounds`` times (default 3) with the servers taking turns, and the
+median is reported: on a shared 2-core VM the same server varies by 2x from one minute to the
+next. Closed loop at concurrency 1, 8, 32 with 1-row and 32-row requests (requests/s, p50, p99),
 open loop at 200 requests/s (p99 from the scheduled send time, so a stall is not hidden),
 and for flywheel an open loop of 32-row requests at 3x their measured saturation (one
 load-generator core cannot offer 3x the single-row saturation): every answer must be 200
 or 503. Writes bench/results/serving.json and prints a table.
 
-Usage: .venv/bin/python bench/serving_vs_mlflow.py [--seconds 3] [--quick]
+Usage: .venv/bin/python bench/serving_vs_mlflow.py [--seconds 3] [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import loadgen
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.helpers registers an ONNX version the way export_quantize does
@@ -95,7 +100,7 @@ class Proc:
                  cwd: Path, log_dir: Path) -> None:
         import urllib.request
 
-        self.name, self.url = name, f"http://127.0.0.1:{port}"
+        self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
         self.log = log_dir / f"{name.replace(' ', '_').replace('+', '_')}.log"
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *args], env=env, cwd=cwd,
                                      stdout=self.log.open("w"), stderr=subprocess.STDOUT)
@@ -179,81 +184,8 @@ def _start_servers(setup: dict[str, Any], home: Path, started: list[Proc]) -> di
 
 
 # --- load ------------------------------------------------------------------------------
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _bodies(rows: list[dict], make: Any, size: int, n: int = 256) -> list[bytes]:
     return [json.dumps(make([rows[(i * size + j) % len(rows)] for j in range(size)])).encode() for i in range(n)]
-
-
-async def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, Any]:
-    import aiohttp
-
-    latencies: list[float] = []
-    codes: dict[str, int] = {}
-    stop = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency + 8)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        async def worker(w: int) -> None:
-            i = w
-            while time.perf_counter() < stop:
-                body = bodies[i % len(bodies)]
-                i += concurrency
-                await _post(session, url, body, time.perf_counter(), codes, latencies)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    return {"requests_per_s": round(codes.get("200", 0) / elapsed, 1),
-            "p50_ms": round(_percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2), "codes": codes}
-
-
-async def _post(session: Any, url: str, body: bytes, since: float, codes: dict[str, int],
-                latencies: list[float]) -> None:
-    """POST one request; count its status (or the client error) and, for a 200, its latency from ``since``."""
-    import aiohttp
-
-    try:
-        async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
-            await r.read()
-            code = str(r.status)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        code = type(exc).__name__
-    codes[code] = codes.get(code, 0) + 1
-    if code == "200":
-        latencies.append(time.perf_counter() - since)
-
-
-async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
-    """Send at ``rate`` requests/s regardless of answers; latency counts from the scheduled time."""
-    import aiohttp
-
-    latencies: list[float] = []
-    codes: dict[str, int] = {}
-    connector = aiohttp.TCPConnector(limit=1024)
-    n = int(rate * seconds)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        async def one(i: int, scheduled: float) -> None:
-            await _post(session, url, bodies[i % len(bodies)], scheduled, codes, latencies)
-
-        t0 = time.perf_counter()
-        tasks = []
-        for i in range(n):
-            scheduled = t0 + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
-    ok = codes.get("200", 0)
-    return {"rate": rate, "sent": n, "ok": ok, "p50_ms": round(_percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2), "codes": codes,
-            "only_200_or_503": set(codes) <= {"200", "503"}}
 
 
 # --- report ----------------------------------------------------------------------------
@@ -266,7 +198,8 @@ def table(results: dict[str, Any]) -> str:
                          f"{point['p50_ms']:>8.2f} {point['p99_ms']:>9.2f}  {other or ''}")
         ol = server.get("open_loop_200")
         if ol:
-            lines.append(f"{name:<22} open loop 200 req/s: p50 {ol['p50_ms']} ms, p99 {ol['p99_ms']} ms, {ol['codes']}")
+            lines.append(f"{name:<22} open loop 200 req/s ({ol['seconds']:.0f} s): p50 {ol['p50_ms']} ms, "
+                         f"p99 {ol['p99_ms']} ms (rounds {ol['rounds_p99_ms']}), {ol['codes']}")
         sat = server.get("overload")
         if sat:
             lines.append(f"{name:<22} open loop {sat['rate']:.0f} req/s of 32 rows (3x saturation): {sat['codes']}, "
@@ -276,12 +209,78 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def measure(servers: dict[str, tuple[Proc, str, Any]], results: dict[str, Any], rounds: int, seconds: float,
+            quick: bool) -> None:
+    """Every point ``rounds`` times, the servers taking turns at each one, so a slow minute of a
+    shared machine lands on all of them instead of on whichever was being measured; a point
+    reports the median of its rounds (and each round's requests/s). The open loop pools the
+    latencies of all its rounds before taking p50/p99."""
+    requests = {name: {size: loadgen.requests("127.0.0.1", proc.port, path, _bodies(rows, make, size))
+                       for size in (1, 32)} for name, (proc, path, (rows, make)) in servers.items()}
+    for name, (proc, _, _) in servers.items():  # warm up
+        loadgen.run(loadgen.closed_loop("127.0.0.1", proc.port, requests[name][1], 4, 0.5 if quick else 1.0))
+    samples: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {name: {} for name in servers}
+    open_loop: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    for r in range(rounds):
+        for size in (1, 32):
+            for concurrency in (1, 8, 32):
+                for name, (proc, _, _) in servers.items():
+                    slow = name == "mlflow models serve"
+                    point = loadgen.run(loadgen.closed_loop("127.0.0.1", proc.port, requests[name][size],
+                                                            concurrency, seconds * (2 if slow else 1)))
+                    samples[name].setdefault((size, concurrency), []).append(point)
+                    print(f"  round {r + 1} {name:<22} rows={size:<2} c={concurrency:<2} "
+                          f"{point['requests_per_s']:>8.1f} req/s p50 {point['p50_ms']:>7.2f} ms "
+                          f"p99 {point['p99_ms']:>8.2f} ms {point['codes']}", flush=True)
+        for name, (proc, _, _) in servers.items():
+            open_loop[name].append(loadgen.run(loadgen.open_loop("127.0.0.1", proc.port, requests[name][1], 200,
+                                                                 2.0 if quick else 5.0)))
+    for name, (proc, _, _) in servers.items():
+        points = []
+        for (size, concurrency), runs in samples[name].items():
+            codes: dict[str, int] = {}
+            for run in runs:
+                for code, count in run["codes"].items():
+                    codes[code] = codes.get(code, 0) + count
+            points.append({"rows": size, "concurrency": concurrency,
+                           "requests_per_s": _median([run["requests_per_s"] for run in runs]),
+                           "p50_ms": _median([run["p50_ms"] for run in runs]),
+                           "p99_ms": _median([run["p99_ms"] for run in runs]), "codes": codes,
+                           "rounds_requests_per_s": [run["requests_per_s"] for run in runs]})
+        latencies = [v for run in open_loop[name] for v in run.pop("latencies")]
+        codes = {}
+        for run in open_loop[name]:
+            for code, count in run["codes"].items():
+                codes[code] = codes.get(code, 0) + count
+        entry: dict[str, Any] = {"closed_loop": points, "open_loop_200": {
+            "rate": 200, "seconds": (2.0 if quick else 5.0) * rounds, "ok": len(latencies),
+            "p50_ms": round(loadgen.percentile(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(loadgen.percentile(latencies, 0.99) * 1000, 2), "codes": codes,
+            "rounds_p99_ms": [run["p99_ms"] for run in open_loop[name]]}}
+        if name.startswith("flywheel"):
+            # 32-row requests: their saturation is within what one load-generator core can offer 3x of
+            saturation = max(p["requests_per_s"] for p in points if p["rows"] == 32)
+            entry["saturation_rps_32_rows"] = saturation
+            entry["overload"] = loadgen.run(loadgen.open_loop("127.0.0.1", proc.port, requests[name][32],
+                                                              3 * saturation, 2.0 if quick else 3.0))
+            entry["overload"].pop("latencies")
+        results["servers"][name] = entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per closed-loop point (default 3)")
-    parser.add_argument("--quick", action="store_true", help="1 s points, open loop 2 s (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="1 s points, open loop 2 s, one round (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each point is measured, the servers taking turns (default 3; medians reported)")
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds
+    if args.quick:
+        args.rounds = 1
     if shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs taskset and two cores (server and load generator pinned apart)")
     home = Path(tempfile.mkdtemp(prefix="flywheel-bench-serving-"))
@@ -295,40 +294,18 @@ def main() -> None:
                                                "load_core": LOAD_CORE},
                                    "seconds_per_point": seconds, "servers": {}, "ratios": {}}
         try:
-            for name, (proc, path, (rows, make)) in servers.items():
-                url = proc.url + path
-                slow = name == "mlflow models serve"
-                asyncio.run(closed_loop(url, _bodies(rows, make, 1), 4, 0.5 if args.quick else 1.0))  # warm up
-                points = []
-                for size in (1, 32):
-                    bodies = _bodies(rows, make, size)
-                    for concurrency in (1, 8, 32):
-                        point = asyncio.run(closed_loop(url, bodies, concurrency, seconds * (2 if slow else 1)))
-                        points.append({"rows": size, "concurrency": concurrency, **point})
-                        print(f"  {name:<22} rows={size:<2} c={concurrency:<2} {point['requests_per_s']:>8.1f} req/s "
-                              f"p50 {point['p50_ms']:>7.2f} ms p99 {point['p99_ms']:>8.2f} ms {point['codes']}",
-                              flush=True)
-                entry: dict[str, Any] = {"closed_loop": points}
-                single = _bodies(rows, make, 1)
-                entry["open_loop_200"] = asyncio.run(open_loop(url, single, 200, 2.0 if args.quick else 5.0))
-                if name.startswith("flywheel"):
-                    # 32-row requests: their saturation is within what one load-generator core can offer 3x of
-                    saturation = max(p["requests_per_s"] for p in points if p["rows"] == 32)
-                    entry["saturation_rps_32_rows"] = saturation
-                    entry["overload"] = asyncio.run(open_loop(url, _bodies(rows, make, 32), 3 * saturation,
-                                                              2.0 if args.quick else 3.0))
-                results["servers"][name] = entry
-                proc.stop()
+            measure(servers, results, args.rounds, seconds, args.quick)
         finally:
             for proc, _, _ in servers.values():
                 proc.stop()
-        best = {n: max(p["requests_per_s"] for p in s["closed_loop"] if p["rows"] == 1)
+        best = {n: {size: max(p["requests_per_s"] for p in s["closed_loop"] if p["rows"] == size) for size in (1, 32)}
                 for n, s in results["servers"].items()}
         for name in ("flywheel (feast off)", "flywheel (feast on)"):
-            results["ratios"][f"{name} / mlflow models serve (best 1-row req/s)"] = round(
-                best[name] / best["mlflow models serve"], 1)
-            results["ratios"][f"{name} / bare fastapi+ort (best 1-row req/s)"] = round(
-                best[name] / best["bare fastapi+ort"], 2)
+            for size in (1, 32):
+                results["ratios"][f"{name} / mlflow models serve (best {size}-row req/s)"] = round(
+                    best[name][size] / best["mlflow models serve"][size], 1)
+                results["ratios"][f"{name} / bare fastapi+ort (best {size}-row req/s)"] = round(
+                    best[name][size] / best["bare fastapi+ort"][size], 2)
         results["total_seconds"] = round(time.time() - started, 1)
         out = ROOT / "bench" / "results" / "serving.json"
         out.parent.mkdir(parents=True, exist_ok=True)
