@@ -132,25 +132,11 @@ def mlflow_service(services, s3, database, tmp_path_factory):
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
     health = [a.replace("5000", str(port)) for a in _in_repo(_health_argv(service))]
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited {process.returncode}:\n{log.read_text()[-3000:]}")
-            check = subprocess.run(health, capture_output=True, text=True, env=env)
-            if check.returncode == 0:
-                print(f"mlflow service healthy after {time.monotonic() - started:.0f} s")
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"health check never passed: {check.stderr}\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+        _wait_healthy(health, process, log, env, timeout_s=180)
+        print(f"mlflow service healthy after {time.monotonic() - started:.0f} s")
         yield {"url": f"http://127.0.0.1:{port}", "port": port, "env": env, "client": client}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
 
 
 def test_anonymous_calls_are_refused_and_the_admin_from_the_env_file_works(mlflow_service):
