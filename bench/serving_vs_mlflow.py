@@ -213,6 +213,15 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
 
+def _codes(runs: list[dict[str, Any]]) -> dict[str, int]:
+    """Status codes summed over rounds."""
+    total: dict[str, int] = {}
+    for run in runs:
+        for code, count in run["codes"].items():
+            total[code] = total.get(code, 0) + count
+    return total
+
+
 def measure(servers: dict[str, tuple[Proc, str, Any]], results: dict[str, Any], rounds: int, seconds: float,
             quick: bool) -> None:
     """Every point ``rounds`` times, the servers taking turns at each one, so a slow minute of a
@@ -242,24 +251,16 @@ def measure(servers: dict[str, tuple[Proc, str, Any]], results: dict[str, Any], 
     for name, (proc, _, _) in servers.items():
         points = []
         for (size, concurrency), runs in samples[name].items():
-            codes: dict[str, int] = {}
-            for run in runs:
-                for code, count in run["codes"].items():
-                    codes[code] = codes.get(code, 0) + count
             points.append({"rows": size, "concurrency": concurrency,
                            "requests_per_s": _median([run["requests_per_s"] for run in runs]),
                            "p50_ms": _median([run["p50_ms"] for run in runs]),
-                           "p99_ms": _median([run["p99_ms"] for run in runs]), "codes": codes,
+                           "p99_ms": _median([run["p99_ms"] for run in runs]), "codes": _codes(runs),
                            "rounds_requests_per_s": [run["requests_per_s"] for run in runs]})
         latencies = [v for run in open_loop[name] for v in run.pop("latencies")]
-        codes = {}
-        for run in open_loop[name]:
-            for code, count in run["codes"].items():
-                codes[code] = codes.get(code, 0) + count
         entry: dict[str, Any] = {"closed_loop": points, "open_loop_200": {
             "rate": 200, "seconds": (2.0 if quick else 5.0) * rounds, "ok": len(latencies),
             "p50_ms": round(loadgen.percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(loadgen.percentile(latencies, 0.99) * 1000, 2), "codes": codes,
+            "p99_ms": round(loadgen.percentile(latencies, 0.99) * 1000, 2), "codes": _codes(open_loop[name]),
             "rounds_p99_ms": [run["p99_ms"] for run in open_loop[name]]}}
         if name.startswith("flywheel"):
             # 32-row requests: their saturation is within what one load-generator core can offer 3x of

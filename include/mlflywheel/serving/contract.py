@@ -328,8 +328,7 @@ def _records_fast(records: list[Any], contract: Contract) -> PredictRequest | No
     for name, spec in contract.record_fields.items():
         if name == id_column:
             continue
-        values = [r[name] for r in records if name in r] if name in contract.optional else [r[name] for r in records]
-        if not _column_ok(values, spec):
+        if not _column_ok([r[name] for r in records if name in r], spec):  # required keys are in every record
             return None
     ids: list[Any] = [None] * len(records)
     if id_column:
