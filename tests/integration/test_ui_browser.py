@@ -130,7 +130,7 @@ def test_trigger_from_the_ui_and_follow_the_mlflow_link(tmp_path, shots):
                 mlflow_page = opened.value
             except PlaywrightTimeout:
                 mlflow_page = page
-            mlflow_page.wait_for_load_state("networkidle")
+            mlflow_page.wait_for_load_state("load")  # the MLflow UI keeps polling: "networkidle" may never come
             assert mlflow_page.url.startswith(st.mlflow), mlflow_page.url
             assert mlflow_run_id in mlflow_page.url
             # the MLflow page shows that run: its id, under the train task's run name
