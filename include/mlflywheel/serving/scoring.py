@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlflywheel.serving.contract import RequestError
-from mlflywheel.serving.predlog import Prediction
+from mlflywheel.serving.predlog import Answer
 
 if TYPE_CHECKING:
     from mlflywheel.serving.batching import Job
@@ -157,22 +157,17 @@ class Scorer:
             self.metrics.unseen.labels(column).inc(count)
         now = time.time()
         done = time.perf_counter()
-        logged: list[Prediction] = []
+        logged: list[Answer] = []
         at = 0
         for j, job in live:
             p = job.payload
             job_scores = scores[at:at + len(job.rows)]
             at += len(job.rows)
-            flags = p.fallback or [False] * len(job.rows)
-            latency_ms = (done - p.received) * 1000.0
-            for i, (row, score) in enumerate(zip(job.rows, job_scores, strict=True)):
-                logged.append(Prediction(
-                    request_id=p.request_id, row=p.row_index[i] if p.row_index else i, role=p.role, ts=now,
-                    entity_id=None if p.entity_ids is None else str(p.entity_ids[i]),
-                    record_id=p.record_ids[i] if p.record_ids else None, model_name=self.model_name,
-                    model_version=model.version, route=p.route, features=row, score=score,
-                    latency_ms=latency_ms, fallback=flags[i]))
-            results[j] = Scored(job_scores, job.rows, flags)
+            logged.append(Answer(p.request_id, p.role, now, self.model_name, model.version, p.route, job.rows,
+                                 job_scores, (done - p.received) * 1000.0, rows=p.row_index,
+                                 entity_ids=None if p.entity_ids is None else [str(e) for e in p.entity_ids],
+                                 record_ids=p.record_ids, fallback=p.fallback))
+            results[j] = Scored(job_scores, job.rows, p.fallback or [False] * len(job.rows))
         try:
             added = self.log.append(logged)
         except Exception as exc:  # never acknowledge what is not in the log
