@@ -200,8 +200,18 @@ async def open_loop(host: str, port: int, requests_: list[bytes], rate: float, s
 
 
 def run(coroutine: Any) -> Any:
-    """Run ``coroutine`` on a fresh uvloop loop (the servers' loop too)."""
+    """Run ``coroutine`` on a fresh uvloop loop (the servers' loop too), with the garbage
+    collector paused: the bench process has imported the whole stack (about 10^6 objects), and
+    a full collection stops the generator for a few hundred milliseconds, which then counts as
+    the server's latency and sends the overdue requests in one burst."""
+    import gc
+
     import uvloop
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
+    gc.collect()
+    gc.disable()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coroutine)
+    finally:
+        gc.enable()
