@@ -135,9 +135,6 @@ class OnnxModel:
             raise SchemaMismatch(f"{self.path}: expected an output named {PROBABILITIES!r}, found {outputs}")
         meta = self.session.get_modelmeta().custom_metadata_map
         self.categories: dict[str, set[str]] = {k: set(v) for k, v in json.loads(meta.get(META_CATEGORIES, "{}")).items()}
-        import pandas as pd
-
-        self._category_index = {k: pd.Index(sorted(v)) for k, v in self.categories.items()}
         unsupported = {n: t for n, t in self.inputs.items() if t not in ("tensor(string)", "tensor(float)")}
         if unsupported:
             raise SchemaMismatch(f"{self.path}: inputs must be tensor(string) or tensor(float), found {unsupported}")
@@ -186,13 +183,8 @@ class OnnxModel:
             if values.dtype != object or inferred != "string":
                 values = values.astype(str).astype(object)
             known = self.categories.get(name)
-            if known is not None:
-                if len(values) <= 256:
-                    count = sum(1 for v in values if v not in known)
-                else:
-                    count = int((self._category_index[name].get_indexer(values) < 0).sum())
-                if count:
-                    unseen[name] = count
+            if known is not None and not known.issuperset(values):  # the common case costs one pass
+                unseen[name] = sum(1 for v in values if v not in known)
             feed[name] = values.reshape(-1, 1)
         for name in self._numbers:
             column = frame[name]
