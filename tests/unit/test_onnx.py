@@ -47,12 +47,80 @@ def test_fp32_export_takes_raw_columns_and_matches_scikit_learn(hgb, ctr_frame, 
     assert manifest["input_schema"] == {**dict.fromkeys(config.training.categorical, "tensor(string)"),
                                         **dict.fromkeys(config.training.numeric, "tensor(float)")}
     assert manifest["variants"]["int8"] == {"published": False, "reason": manifest["variants"]["int8"]["reason"]}
-    assert "TreeEnsembleClassifier" in manifest["variants"]["int8"]["reason"]
+    assert "TreeEnsembleRegressor" in manifest["variants"]["int8"]["reason"]
     assert json.loads((tmp_path / "export.json").read_text())["variants"]["fp32"]["sha256"] == fp32["sha256"]
     model = OnnxModel(fp32["path"], expected_sha256=fp32["sha256"])
     x = model_inputs(ctr_frame, config)
     np.testing.assert_allclose(model.predict_proba(x), estimator.predict_proba(x)[:, 1], atol=1e-5)
     assert model.provider == "CPUExecutionProvider"  # no GPU here: we report what we got
+
+
+def _outputs(model: onnx.ModelProto, feed: dict) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
+
+
+def _feed(model: onnx.ModelProto, x: pd.DataFrame) -> dict[str, np.ndarray]:
+    strings = {i.name for i in model.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.STRING}
+    return {i.name: x[i.name].to_numpy().astype(object if i.name in strings else np.float32).reshape(-1, 1)
+            for i in model.graph.input}
+
+
+def _with_nans_and_unseen(x: pd.DataFrame, config) -> pd.DataFrame:
+    x = x.copy()
+    for i, column in enumerate(config.training.numeric):
+        x.loc[x.index[i::5], column] = np.nan
+    x.loc[x.index[::11], config.training.categorical[0]] = "never-seen"
+    return x
+
+
+def test_binary_tree_rewrite_reproduces_the_classifier_graph(hgb, ctr_frame):
+    from mlflywheel.export import META_REWRITES, _binary_tree_classifiers, _sklearn_graph
+
+    config, estimator = hgb
+    classifier = _sklearn_graph(estimator, config)
+    rewritten = export_onnx(estimator, config)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert "TreeEnsembleClassifier" in [n.op_type for n in classifier.graph.node]
+    assert "TreeEnsembleClassifier" not in ops and ops[-4:] == ["TreeEnsembleRegressor", "Mul", "Sigmoid", "ArgMax"]
+    tracks = next(a for a in next(n for n in classifier.graph.node if n.op_type == "TreeEnsembleClassifier").attribute
+                  if a.name == "nodes_missing_value_tracks_true")
+    assert any(tracks.ints)  # the imputer in front is what makes dropping them exact
+    trees = next(n for n in rewritten.graph.node if n.op_type == "TreeEnsembleRegressor")
+    assert "nodes_missing_value_tracks_true" not in [a.name for a in trees.attribute]
+    meta = {p.key: p.value for p in rewritten.metadata_props}
+    assert json.loads(meta[META_REWRITES]) == [
+        "TreeEnsembleClassifier: binary classifier -> TreeEnsembleRegressor + Sigmoid; "
+        "missing-value tracks dropped (no NaN reaches the trees)"]
+    x = _with_nans_and_unseen(model_inputs(ctr_frame, config), config)
+    feed = _feed(rewritten, x)
+    before, after = _outputs(classifier, feed), _outputs(rewritten, feed)
+    np.testing.assert_array_equal(after["label"], before["label"])
+    np.testing.assert_allclose(after["probabilities"], before["probabilities"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(after["probabilities"][:, 1], estimator.predict_proba(x)[:, 1], rtol=0, atol=1e-5)
+    assert _binary_tree_classifiers(rewritten) == []  # nothing left to rewrite
+
+
+def test_missing_value_tracks_stay_when_nan_reaches_the_trees(ctr_frame, hgb):
+    """HistGradientBoosting without an imputer routes NaN itself; the tracks must stay."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    config, _ = hgb
+    x = _with_nans_and_unseen(model_inputs(ctr_frame, config), config)
+    estimator = Pipeline([("preprocess", ColumnTransformer([
+        ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(config.training.categorical)),
+        ("numeric", "passthrough", list(config.training.numeric))])),
+        ("model", HistGradientBoostingClassifier(max_iter=20, random_state=0))]).fit(x, ctr_frame["clicked"])
+    model = export_onnx(estimator, config)
+    trees = next(n for n in model.graph.node if n.op_type == "TreeEnsembleRegressor")
+    assert any(next(a for a in trees.attribute if a.name == "nodes_missing_value_tracks_true").ints)
+    probabilities = _outputs(model, _feed(model, x))["probabilities"][:, 1]
+    np.testing.assert_allclose(probabilities, estimator.predict_proba(x)[:, 1], rtol=0, atol=1e-5)
 
 
 def test_int8_published_only_within_parity(hgb, ctr_frame, tmp_path):
