@@ -5,7 +5,8 @@
    INT8 when it passed parity).
 
 Trains on a generated 28-day window (a throwaway workspace), exports, checks parity, then
-measures single-row latency and throughput at batch 1, 32, 1024, 65536. Writes
+measures single-row latency and throughput at batch 1, 32, 1024, 65536, the variants
+taking turns in five rounds so that a slow few seconds on a shared machine hit them all. Writes
 bench/results/onnx_vs_native.{json,png} and onnx_vs_torch.png.
 
 Usage: .venv/bin/python bench/onnx_vs_native.py
@@ -24,6 +25,7 @@ SKLEARN = "sklearn predict_proba (2 threads)"  # HGB predicts with OpenMP on bot
 ONNX_1 = "onnx fp32 (OnnxModel, 1 thread)"     # how the model server runs it
 ONNX_2 = "onnx fp32 (OnnxModel, 2 threads)"
 TORCH = "pytorch eager (2 threads)"
+ROUNDS = 5  # each variant's time at a batch size, in slices taken in turn with the others
 
 
 def main() -> None:
@@ -57,20 +59,21 @@ def main() -> None:
         x = model_inputs(frame, config)
         variants = {SKLEARN: lambda b: estimator.predict_proba(b), ONNX_1: one.predict_proba,
                     ONNX_2: two.predict_proba}
-        results = benchmark.run(variants, x)
+        results = benchmark.run(variants, x, single_row_seconds=3.0, batch_seconds=2.0, rounds=ROUNDS)
 
         mlp_config = config.model_copy(update={"training": config.training.model_copy(
             update={"trainer": "torch_mlp", "params": {}})})
         mlp = build(mlp_config.training).fit(model_inputs(train, config), train[config.data.label].to_numpy(),
                                              X_val=model_inputs(holdout, config),
                                              y_val=holdout[config.data.label].to_numpy())
-        mlp_manifest = export_variants(mlp, holdout, mlp_config, Path(tmp) / "mlp")
+        calibration = train.sample(min(2000, len(train)), random_state=config.training.seed)  # as export_version
+        mlp_manifest = export_variants(mlp, holdout, mlp_config, Path(tmp) / "mlp", calibration=calibration)
         mlp_variants = {TORCH: lambda b: mlp.predict_proba(b)}
         for precision, variant in mlp_manifest["variants"].items():
             if variant["published"]:
                 mlp_variants[f"onnx {precision} (OnnxModel, 1 thread)"] = OnnxModel(
                     variant["path"], intra_op_threads=1, providers=["CPUExecutionProvider"]).predict_proba
-        mlp_results = benchmark.run(mlp_variants, x)
+        mlp_results = benchmark.run(mlp_variants, x, rounds=ROUNDS)
     print(f"fraud HGB ({config.training.params}), {len(x)} distinct rows; parity fp32: "
           f"{manifest['variants']['fp32']['parity']['max_abs_diff']:.2e} max abs diff on {len(holdout)} rows")
     print(benchmark.table(results))

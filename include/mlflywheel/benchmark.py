@@ -39,38 +39,73 @@ def _rows(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     return frame.iloc[take].reset_index(drop=True)
 
 
-def measure(variant: str, score: Scorer, frame: pd.DataFrame, batch_size: int, *,
-            min_calls: int = 30, min_seconds: float = 1.0, max_calls: int = 5000, warmup: int = 5) -> Measurement:
-    """Time ``score`` on batches of ``batch_size`` rows: per-call percentiles and rows/s."""
-    import numpy as np
+def _batches(frame: pd.DataFrame, batch_size: int, count: int) -> list[pd.DataFrame]:
+    return [_rows(frame.iloc[i * batch_size % len(frame):], batch_size) for i in range(count)]
 
-    batches = [_rows(frame.iloc[i * batch_size % len(frame):], batch_size) for i in range(min(8, max_calls))]
-    for i in range(warmup):
-        score(batches[i % len(batches)])
-    times = []
+
+def _time_calls(score: Scorer, batches: list[pd.DataFrame], *, min_calls: int, min_seconds: float,
+                max_calls: int) -> list[int]:
+    """Nanoseconds per call of ``score``, cycling through ``batches``."""
+    times: list[int] = []
     start = time.perf_counter()
     while len(times) < max_calls and (len(times) < min_calls or time.perf_counter() - start < min_seconds):
         batch = batches[len(times) % len(batches)]
         t0 = time.perf_counter_ns()
         score(batch)
         times.append(time.perf_counter_ns() - t0)
+    return times
+
+
+def _summary(variant: str, batch_size: int, times: list[int]) -> Measurement:
+    import numpy as np
+
     ms = np.asarray(times) / 1e6
     return Measurement(variant, batch_size, len(ms), float(np.percentile(ms, 50)), float(np.percentile(ms, 95)),
                        float(np.percentile(ms, 99)), float(batch_size * len(ms) / (ms.sum() / 1e3)))
 
 
+def measure(variant: str, score: Scorer, frame: pd.DataFrame, batch_size: int, *,
+            min_calls: int = 30, min_seconds: float = 1.0, max_calls: int = 5000, warmup: int = 5) -> Measurement:
+    """Time ``score`` on batches of ``batch_size`` rows: per-call percentiles and rows/s."""
+    batches = _batches(frame, batch_size, min(8, max_calls))
+    for i in range(warmup):
+        score(batches[i % len(batches)])
+    return _summary(variant, batch_size, _time_calls(score, batches, min_calls=min_calls, min_seconds=min_seconds,
+                                                     max_calls=max_calls))
+
+
 def run(variants: dict[str, Scorer], frame: pd.DataFrame, batch_sizes: Sequence[int] = BATCH_SIZES,
-        *, single_row_seconds: float = 2.0, batch_seconds: float = 1.0) -> list[Measurement]:
-    """Every variant at every batch size, interleaved by batch size so drift hits all alike."""
+        *, single_row_seconds: float = 2.0, batch_seconds: float = 1.0, rounds: int = 1,
+        warmup: int = 5) -> list[Measurement]:
+    """Every variant at every batch size, on the same rows.
+
+    Variants take turns batch size by batch size; with ``rounds`` > 1 each variant's time
+    at a batch size is split into that many slices, taken in turn with the other variants,
+    so a machine that slows down for a few seconds slows every variant alike instead of
+    the one that happened to be measured then.
+    """
+    import math
+
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     results = []
     for size in batch_sizes:
-        for name, score in variants.items():
-            if size == 1:
-                results.append(measure(name, score, frame, 1, min_calls=1000, min_seconds=single_row_seconds,
-                                       max_calls=20000))
-            else:
-                results.append(measure(name, score, frame, size, min_calls=5 if size > 10_000 else 30,
-                                       min_seconds=batch_seconds, max_calls=2000))
+        if size == 1:
+            limits = {"min_calls": 1000, "min_seconds": single_row_seconds, "max_calls": 20000}
+        else:
+            limits = {"min_calls": 5 if size > 10_000 else 30, "min_seconds": batch_seconds, "max_calls": 2000}
+        per_round = {"min_calls": math.ceil(limits["min_calls"] / rounds),
+                     "min_seconds": limits["min_seconds"] / rounds,
+                     "max_calls": math.ceil(limits["max_calls"] / rounds)}
+        batches = _batches(frame, size, min(8, limits["max_calls"]))
+        times: dict[str, list[int]] = {name: [] for name in variants}
+        for score in variants.values():
+            for i in range(warmup):
+                score(batches[i % len(batches)])
+        for _ in range(rounds):
+            for name, score in variants.items():
+                times[name] += _time_calls(score, batches, **per_round)
+        results += [_summary(name, size, times[name]) for name in variants]
     return results
 
 

@@ -26,6 +26,19 @@ def test_measure_sees_the_requested_batch_size_and_counts_calls():
                                       batch_seconds=0.01)] == [1, 1, 4, 4]
 
 
+def test_rounds_take_turns_and_add_up():
+    import itertools
+
+    order = []
+    variants = {name: (lambda b, name=name: order.append(name)) for name in ("a", "b")}
+    results = run(variants, pd.DataFrame({"x": range(10)}), [4], batch_seconds=0, rounds=3, warmup=1)
+    assert order[:2] == ["a", "b"]  # warm-up
+    assert [name for name, _ in itertools.groupby(order[2:])] == ["a", "b"] * 3
+    assert [(m.variant, m.calls) for m in results] == [("a", 30), ("b", 30)]
+    with pytest.raises(ValueError, match="rounds must be at least 1, got 0"):
+        run(variants, pd.DataFrame({"x": range(3)}), [4], rounds=0)
+
+
 @pytest.mark.parametrize(("results", "expected"), [
     ([_m("v", 1, 5.0, 200), _m("v", 1024, 30.0, 60_000)], []),
     ([_m("v", 1, 12.0, 80), _m("v", 1024, 30.0, 60_000)], ["single-row p99 12.000 ms > 10.0 ms"]),
