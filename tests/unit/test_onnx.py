@@ -217,6 +217,10 @@ def test_unseen_categories_are_counted(exported, hgb, ctr_frame):
     assert np.isfinite(proba).all()
     model.predict_proba(model_inputs(ctr_frame.head(10), config))
     assert model.last_unseen == {}
+    big = model_inputs(ctr_frame, config)
+    big.loc[big.index[::500], "device"] = "smart-tv"
+    model.predict_proba(big)
+    assert len(big) > 1000 and model.last_unseen == {"device": len(big.index[::500])}
 
 
 def test_arrow_batches_and_io_binding_give_the_same_scores(tmp_path, ctr_frame):
