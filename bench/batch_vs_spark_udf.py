@@ -52,7 +52,7 @@ def make_frame(rows: int, seed: int = 7):
 
 
 def bench_config(home: Path):
-    from mlflywheel.config import load_pipeline
+    from mlflywheel.services.config import load_pipeline
 
     config = load_pipeline(ROOT / "include" / "pipelines" / "fraud.yaml")
     return config.model_copy(update={
@@ -82,14 +82,14 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlflywheel.batch.job import score_day
-    from mlflywheel.batch.session import get_session
-    from mlflywheel.data.io import partition_path
-    from mlflywheel.export import Served, export_variants
-    from mlflywheel.runtime import OnnxModel, sha256_file
-    from mlflywheel.settings import Workspace
-    from mlflywheel.train.core import model_inputs
-    from mlflywheel.train.sklearn import build
+    from mlflywheel.services.data.io import partition_path
+    from mlflywheel.services.runtime import OnnxModel, sha256_file
+    from mlflywheel.services.settings import Workspace
+    from mlflywheel.stages.batch_score.job import score_day
+    from mlflywheel.stages.batch_score.session import get_session
+    from mlflywheel.stages.export_quantize import Served, export_variants
+    from mlflywheel.stages.train.core import model_inputs
+    from mlflywheel.stages.train.sklearn import build
 
     tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-batch-"))
     os.environ["FLYWHEEL_HOME"] = str(tmp)

@@ -67,8 +67,8 @@ def make_data(rows: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
 
 
 def _ours(reference, current) -> list[str]:
-    from mlflywheel.config import FeatureDriftLimits
-    from mlflywheel.drift.stats import compare_frames
+    from mlflywheel.services.config import FeatureDriftLimits
+    from mlflywheel.stages.drift_check.stats import compare_frames
 
     # Evidently's defaults: Wasserstein (normed) 0.1, JS 0.1; no PSI or unseen-category rule
     limits = FeatureDriftLimits(wasserstein=0.1, jensen_shannon=0.1, psi=1e9, max_unseen_share=1.0)
@@ -80,7 +80,7 @@ def _evidently(reference, current) -> list[str]:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from mlflywheel.drift.report import evidently_drift
+    from mlflywheel.stages.drift_check.report import evidently_drift
 
     definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
     snapshot = Report([DataDriftPreset()]).run(
@@ -95,7 +95,7 @@ def worker(side: str, ref: str, cur: str, repeat: int) -> dict:
     import pandas as pd
 
     if side == "ours":
-        import mlflywheel.drift.stats  # noqa: F401
+        import mlflywheel.stages.drift_check.stats  # noqa: F401
         func = _ours
     else:
         import evidently.presets  # noqa: F401

@@ -31,15 +31,15 @@ ROUNDS = 5  # each variant's time at a batch size, in slices taken in turn with 
 def main() -> None:
     import pandas as pd
 
-    from mlflywheel import benchmark
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.export import export_variants
-    from mlflywheel.features import materialize_and_snapshot
-    from mlflywheel.runtime import OnnxModel
-    from mlflywheel.settings import Workspace
-    from mlflywheel.train.core import holdout_split, model_inputs
-    from mlflywheel.train.sklearn import build
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.features import materialize_and_snapshot
+    from mlflywheel.services.runtime import OnnxModel
+    from mlflywheel.services.settings import Workspace
+    from mlflywheel.stages import benchmark
+    from mlflywheel.stages.export_quantize import export_variants
+    from mlflywheel.stages.train.core import holdout_split, model_inputs
+    from mlflywheel.stages.train.sklearn import build
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["FLYWHEEL_HOME"] = tmp

@@ -59,13 +59,13 @@ def prepare(home: Path) -> dict[str, Any]:
     import mlflow
     import pandas as pd
 
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.export import export_variants
-    from mlflywheel.features import materialize_and_snapshot
-    from mlflywheel.settings import Workspace
-    from mlflywheel.train.core import holdout_split, model_inputs
-    from mlflywheel.train.sklearn import build
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.features import materialize_and_snapshot
+    from mlflywheel.services.settings import Workspace
+    from mlflywheel.stages.export_quantize import export_variants
+    from mlflywheel.stages.train.core import holdout_split, model_inputs
+    from mlflywheel.stages.train.sklearn import build
     from tests.helpers import publish_onnx_version
 
     os.environ["FLYWHEEL_HOME"] = str(home)

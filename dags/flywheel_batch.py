@@ -19,8 +19,8 @@ import datetime as dt
 import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
-from mlflywheel.config import PipelineConfig, load_pipelines
-from mlflywheel.settings import Workspace
+from mlflywheel.services.config import PipelineConfig, load_pipelines
+from mlflywheel.services.settings import Workspace
 from mlflywheel_airflow.operators import BatchScoreOperator
 
 MLFLOW_CONN_ID = "mlflow_default"

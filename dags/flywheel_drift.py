@@ -23,8 +23,8 @@ import datetime as dt
 import pendulum
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 
-from mlflywheel.config import PipelineConfig, load_pipelines
-from mlflywheel.settings import Workspace
+from mlflywheel.services.config import PipelineConfig, load_pipelines
+from mlflywheel.services.settings import Workspace
 from mlflywheel_airflow.operators.drift import DriftCheckOperator, DriftTriggerOperator
 
 MLFLOW_CONN_ID = "mlflow_default"

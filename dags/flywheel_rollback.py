@@ -15,8 +15,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param
 
-from mlflywheel.config import PipelineConfig, load_pipelines
-from mlflywheel.settings import Workspace
+from mlflywheel.services.config import PipelineConfig, load_pipelines
+from mlflywheel.services.settings import Workspace
 from mlflywheel_airflow.operators import RollbackOperator
 
 MLFLOW_CONN_ID = "mlflow_default"

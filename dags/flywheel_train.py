@@ -28,8 +28,8 @@ import datetime as dt
 import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
-from mlflywheel.config import PipelineConfig, load_pipelines
-from mlflywheel.settings import Workspace
+from mlflywheel.services.config import PipelineConfig, load_pipelines
+from mlflywheel.services.settings import Workspace
 from mlflywheel_airflow.operators import (
     BatchScoreOperator,
     BenchmarkOperator,

@@ -56,7 +56,7 @@ def airflow_db() -> Path:
 @pytest.fixture
 def pipeline_config():
     """Load a shipped pipeline config by name."""
-    from mlflywheel.config import load_pipeline
+    from mlflywheel.services.config import load_pipeline
 
     return lambda name: load_pipeline(ROOT / "include" / "pipelines" / f"{name}.yaml")
 
@@ -64,7 +64,7 @@ def pipeline_config():
 @pytest.fixture
 def fraud_day():
     """One clean day of fraud transactions."""
-    from mlflywheel.data.generate import generate_fraud_day
+    from mlflywheel.services.data.generate import generate_fraud_day
 
     return generate_fraud_day(dt.date(2026, 5, 10))
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlflywheel.data.generate import generate_ctr_day
+from mlflywheel.services.data.generate import generate_ctr_day
 
 
 def ctr_frame(days: int = 3) -> pd.DataFrame:
@@ -32,10 +32,10 @@ def ctr_frame(days: int = 3) -> pd.DataFrame:
 
 def ctr_hgb(frame: pd.DataFrame, max_iter: int = 30) -> tuple[Any, Any]:
     """The ``ctr`` pipeline config switched to HistGradientBoosting, and the model fitted on ``frame``."""
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.settings import project_root
-    from mlflywheel.train.core import model_inputs
-    from mlflywheel.train.sklearn import build
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.settings import project_root
+    from mlflywheel.stages.train.core import model_inputs
+    from mlflywheel.stages.train.sklearn import build
 
     config = load_pipeline(project_root() / "include" / "pipelines" / "ctr.yaml")
     config = config.model_copy(update={"training": config.training.model_copy(
@@ -48,7 +48,7 @@ def save_onnx(estimator: Any, config: Any, path: Path) -> Path:
     """``estimator`` exported as the pipeline's ONNX graph at ``path``."""
     import onnx
 
-    from mlflywheel.export import export_onnx
+    from mlflywheel.stages.export_quantize import export_onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(export_onnx(estimator, config), str(path))
@@ -64,8 +64,8 @@ def publish_onnx_version(ws: Any, config: Any, onnx_path: Path, *, sha256: str |
     """
     from mlflow.exceptions import MlflowException
 
-    from mlflywheel import tracking
-    from mlflywheel.runtime import sha256_file
+    from mlflywheel.services import tracking
+    from mlflywheel.services.runtime import sha256_file
 
     client = tracking.client(ws)
     name = config.model_name
@@ -108,7 +108,7 @@ class StaticSource:
         return dict(self.aliases), dict(self.tags)
 
     def load(self, version: str) -> Any:
-        from mlflywheel.runtime import OnnxModel, sha256_file
+        from mlflywheel.services.runtime import OnnxModel, sha256_file
         from mlflywheel.serving.models import Loaded
 
         self.loads.append(version)
@@ -124,11 +124,11 @@ def running_server(ctr: SimpleNamespace, log_path: Path, *, aliases: dict[str, s
     """A :class:`ModelServer` on a :class:`StaticSource`, started through Starlette's TestClient."""
     from starlette.testclient import TestClient
 
+    from mlflywheel.services.predlog import PredictionLog
+    from mlflywheel.services.settings import Workspace
     from mlflywheel.serving.app import ModelServer
     from mlflywheel.serving.contract import build_contract
-    from mlflywheel.serving.predlog import PredictionLog
-    from mlflywheel.settings import Workspace
-    from mlflywheel.validate import load_suite
+    from mlflywheel.stages.validate import load_suite
 
     config = ctr.config
     serving = config.serving.model_copy(update={"feast_lookup": online is not None, "poll_interval_s": 3600, **spec})
@@ -154,12 +154,12 @@ def train_champion(ws: Any, config: Any, until: dt.date) -> dict[str, Any]:
     """The training DAG's core steps on ``ws`` without Airflow: the window ending the day before
     ``until`` is materialized, trained, gated, registered (the first version becomes
     ``@champion``) and exported. Returns the snapshot and the version."""
-    from mlflywheel import tracking
-    from mlflywheel.evaluate import evaluate_gate
-    from mlflywheel.export import export_version
-    from mlflywheel.features import materialize_and_snapshot
-    from mlflywheel.registry import register
-    from mlflywheel.train import train
+    from mlflywheel.services import tracking
+    from mlflywheel.services.features import materialize_and_snapshot
+    from mlflywheel.services.registry import register
+    from mlflywheel.stages.evaluate_gate import evaluate_gate
+    from mlflywheel.stages.export_quantize import export_version
+    from mlflywheel.stages.train import train
 
     end = dt.datetime.combine(until, dt.time(), tzinfo=dt.UTC)
     features = materialize_and_snapshot(config, ws, interval_end=end, window_days=config.training.window_days)
@@ -183,7 +183,7 @@ def run_dag(dag_file: str, builder: str, config: Any, logical: dt.datetime,
     """
     import importlib.util
 
-    from mlflywheel.settings import project_root
+    from mlflywheel.services.settings import project_root
 
     path = project_root() / "dags" / dag_file
     spec = importlib.util.spec_from_file_location(f"_{path.stem}_under_test", path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflywheel.config import APPROVED_TAGS, load_pipelines
+from mlflywheel.services.config import APPROVED_TAGS, load_pipelines
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = load_pipelines(ROOT / "include" / "pipelines")

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflywheel.config import load_pipeline
-from mlflywheel.data.io import partition_path, write_parquet_atomic
-from mlflywheel.settings import Workspace
+from mlflywheel.services.config import load_pipeline
+from mlflywheel.services.data.io import partition_path, write_parquet_atomic
+from mlflywheel.services.settings import Workspace
 from tests.helpers import run_dag, run_dag_once, train_champion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def _at(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory):
     """A workspace whose ``fraud_detector@champion`` carries a published fp32 ONNX variant."""
-    from mlflywheel.data.generate import write_landing
+    from mlflywheel.services.data.generate import write_landing
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLYWHEEL_HOME", str(tmp_path_factory.mktemp("ws-batch")))
@@ -53,7 +53,7 @@ def champion(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spark(champion):
-    from mlflywheel.batch.session import get_session
+    from mlflywheel.stages.batch_score.session import get_session
 
     _, config, _, _ = champion
     session = get_session(config.model_copy(update={"batch": config.batch.model_copy(
@@ -63,7 +63,7 @@ def spark(champion):
 
 
 def _run(spark, ws, config, day, **kwargs):
-    from mlflywheel.batch.job import run
+    from mlflywheel.stages.batch_score.job import run
 
     start, end = _at(day)
     return run(spark, config, ws, start=start, end=end, **kwargs)
@@ -79,7 +79,7 @@ def _landing(ws, config, day) -> pd.DataFrame:
 
 def test_scores_equal_feast_point_in_time_features_through_onnx(champion, spark):
     """Features joined in Spark are the rows Feast gave training: no training-serving skew."""
-    from mlflywheel.export import load_version
+    from mlflywheel.stages.export_quantize import load_version
 
     ws, config, snapshot, version = champion
     summary = _run(spark, ws, config, LAST_DAY)
@@ -135,7 +135,7 @@ def test_quarantine_holds_exactly_the_injected_bad_rows(champion, spark, tmp_pat
 
 
 def test_too_many_bad_rows_publish_nothing_and_keep_the_previous_output(champion, spark):
-    from mlflywheel.errors import DataValidationError
+    from mlflywheel.services.errors import DataValidationError
 
     ws, config, _, _ = champion
     day = LAST_DAY - dt.timedelta(days=3)
@@ -174,7 +174,7 @@ def test_empty_input_gives_an_explicit_zero_row_partition(champion, spark):
     ("model_inputs", "SchemaMismatch", r"the ONNX graph takes .* but the pipeline's features are"),
 ])
 def test_bad_input_is_a_clear_error_and_publishes_nothing(champion, spark, case, error, message):
-    from mlflywheel import errors
+    from mlflywheel.services import errors
 
     ws, config, _, _ = champion
     day = LAST_DAY - dt.timedelta(days=10)
@@ -310,7 +310,7 @@ def test_example_dag_validates_scores_and_checks_drift(champion, airflow_db, mon
     """``dags/example_fraud_daily.py``, the data engineers' example, runs as written."""
     import importlib.util
 
-    from mlflywheel.data.generate import write_landing
+    from mlflywheel.services.data.generate import write_landing
 
     ws, config, _, version = champion
     monkeypatch.setenv("FLYWHEEL_HOME", str(ws.home))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflywheel.settings import project_root
+from mlflywheel.services.settings import project_root
 
 pytestmark = pytest.mark.integration  # real CLI and pytest processes on a copy of the project
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.S | re.M)

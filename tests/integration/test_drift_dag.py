@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mlflywheel import tracking
-from mlflywheel.config import load_pipeline
-from mlflywheel.settings import Workspace
+from mlflywheel.services import tracking
+from mlflywheel.services.config import load_pipeline
+from mlflywheel.services.settings import Workspace
 from tests.helpers import run_dag, train_champion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +33,8 @@ def _at(day: int, hour: int = 1) -> dt.datetime:
 
 @pytest.fixture(scope="module")
 def drift_ws(tmp_path_factory, airflow_db):
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.data.labels import write_labels
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.data.labels import write_labels
 
     home = tmp_path_factory.mktemp("ws-drift")
     with pytest.MonkeyPatch.context() as mp:
@@ -139,7 +139,7 @@ def test_cooldown_suppresses_a_second_trigger(drift_ws):
 
 
 def test_delayed_label_degradation_triggers(drift_ws):
-    from mlflywheel.drift.check import run_drift_check
+    from mlflywheel.stages.drift_check.check import run_drift_check
 
     ws, config = drift_ws
     result = run_drift_check(config, ws, as_of=_at(9, 1), with_report=False)
@@ -153,8 +153,8 @@ def test_delayed_label_degradation_triggers(drift_ws):
 
 
 def test_bad_inputs_give_a_clear_outcome(drift_ws):
-    from mlflywheel.drift.check import run_drift_check
-    from mlflywheel.errors import DriftInputError
+    from mlflywheel.services.errors import DriftInputError
+    from mlflywheel.stages.drift_check.check import run_drift_check
 
     ws, config = drift_ws
     stale = run_drift_check(config, ws, as_of=dt.datetime(2026, 7, 1, tzinfo=dt.UTC), with_report=False)
@@ -167,7 +167,7 @@ def test_bad_inputs_give_a_clear_outcome(drift_ws):
 
 
 def test_cli_drift_check_prints_the_verdict(drift_ws, capsys):
-    from mlflywheel.cli import main
+    from mlflywheel.tools.cli import main
 
     assert main(["drift", "check", "--pipeline", "fraud", "--as-of", "2026-07-01T00:00:00+00:00",
                  "--no-report"]) == 0

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from mlflywheel import rollout, tracking
-from mlflywheel.settings import Workspace
+from mlflywheel.services import tracking
+from mlflywheel.services.settings import Workspace
+from mlflywheel.stages.deploy_canary import analysis as rollout
 from tests import helpers
 from tests.helpers import run_dag
 

@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from mlflywheel import deploy, rollout, tracking
+from mlflywheel.services import tracking
+from mlflywheel.stages.deploy_canary import analysis as rollout
+from mlflywheel.stages.deploy_canary import controller as deploy
 from tests import helpers
 from tests.integration.test_serving_server import Load, Server, registry  # noqa: F401 (fixture)
 
@@ -69,8 +71,8 @@ def test_replayed_traffic_with_delayed_labels_drives_a_full_rollout(registry, tm
     each row's label a second after its answer; every step's label test runs on those labels."""
     import threading
 
-    from mlflywheel.data.labels import read_labels
-    from mlflywheel.replay import replay
+    from mlflywheel.services.data.labels import read_labels
+    from mlflywheel.tools.replay import replay
 
     ws, ctr, files = registry
     config = ctr.model_copy(update={"rollout": ctr.rollout.model_copy(update={
@@ -120,7 +122,7 @@ def test_a_slow_canary_is_rolled_back_on_latency_before_its_bake_ends(registry, 
     analysis with enough canary requests, long before the step's bake time."""
     import numpy as np
 
-    from mlflywheel.runtime import OnnxModel
+    from mlflywheel.services.runtime import OnnxModel
 
     ws, ctr, files = registry
     slow = helpers.slow_onnx(files["1"], tmp_path / "slow" / "model.onnx")

@@ -37,9 +37,9 @@ def postgres_db():
 @pytest.fixture
 def champions(tmp_path, monkeypatch):
     """A workspace with sample data for both pipelines and a registered, exported ``@champion`` each."""
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.settings import Workspace
     from tests.helpers import train_champion
 
     home = tmp_path / "home"

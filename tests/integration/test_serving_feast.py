@@ -8,11 +8,11 @@ import math
 import pandas as pd
 import pytest
 
-from mlflywheel.config import load_pipeline
-from mlflywheel.data.generate import write_landing
-from mlflywheel.features import load_store, materialize_and_snapshot, offline_source_dir
-from mlflywheel.serving.online import feast_lookup
-from mlflywheel.settings import Workspace
+from mlflywheel.services.config import load_pipeline
+from mlflywheel.services.data.generate import write_landing
+from mlflywheel.services.features import load_store, materialize_and_snapshot, offline_source_dir
+from mlflywheel.services.online import feast_lookup
+from mlflywheel.services.settings import Workspace
 from tests import helpers
 
 pytestmark = pytest.mark.integration

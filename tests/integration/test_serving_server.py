@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlflywheel import tracking
-from mlflywheel.serving.predlog import read_predictions
-from mlflywheel.settings import Workspace
+from mlflywheel.services import tracking
+from mlflywheel.services.predlog import read_predictions
+from mlflywheel.services.settings import Workspace
 from tests import helpers
 from tests.helpers import ctr_record
 from tests.integration.stack import free_port

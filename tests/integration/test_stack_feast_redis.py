@@ -23,7 +23,7 @@ UNKNOWN = 10**9
 
 @pytest.fixture
 def redis_ws(tmp_path, monkeypatch):
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
     with stack.redis_project() as redis_db:
         monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
@@ -43,10 +43,14 @@ def _project_keys(redis_db) -> list[bytes]:
 
 
 def test_materialize_into_redis_and_read_the_point_in_time_values_back(redis_ws, ctr_onnx):
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.features import load_store, materialize_and_snapshot, offline_source_dir
-    from mlflywheel.serving.online import feast_lookup
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.features import (
+        load_store,
+        materialize_and_snapshot,
+        offline_source_dir,
+    )
+    from mlflywheel.services.online import feast_lookup
     from tests import helpers
 
     ws, redis_db = redis_ws
@@ -100,9 +104,9 @@ def test_materialize_into_redis_and_read_the_point_in_time_values_back(redis_ws,
 
 def test_projects_do_not_see_each_others_rows(redis_ws, monkeypatch):
     """A second project on the same Redis db reads nothing of the first one's rows."""
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.features import apply_repo, load_store, materialize_and_snapshot
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.features import apply_repo, load_store, materialize_and_snapshot
 
     ws, redis_db = redis_ws
     config = load_pipeline(ws.pipelines_dir / "ctr.yaml")
@@ -113,7 +117,7 @@ def test_projects_do_not_see_each_others_rows(redis_ws, monkeypatch):
     service_name = config.features.feature_service
 
     with stack.redis_project() as other:
-        from mlflywheel.settings import Workspace
+        from mlflywheel.services.settings import Workspace
 
         monkeypatch.setenv("FLYWHEEL_FEAST_PROJECT", other.project)
         other_ws = Workspace.from_env()

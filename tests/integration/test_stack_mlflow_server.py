@@ -27,9 +27,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, airflow_db):
     """One ``fraud__train`` run on a fresh workspace, tracked by a fresh MLflow server."""
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.settings import Workspace
     from tests.helpers import run_dag
 
     logs = tmp_path_factory.mktemp("mlflow-server")
@@ -107,8 +107,8 @@ def test_champion_loads_as_onnx_through_the_server(trained):
 
     import mlflow
 
-    from mlflywheel import tracking
-    from mlflywheel.export import load_version
+    from mlflywheel.services import tracking
+    from mlflywheel.stages.export_quantize import load_version
 
     ws = dataclasses.replace(trained["ws"], mlflow_tracking_uri=trained["server"].url)
     config = trained["config"]

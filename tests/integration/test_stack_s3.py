@@ -28,10 +28,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def s3_stack(tmp_path_factory):
     """A trained champion; its landing data uploaded to a fresh bucket and an empty local cache."""
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.data.io import landing_dir
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.data.io import landing_dir
+    from mlflywheel.services.settings import Workspace
     from tests.helpers import train_champion
 
     with (stack.moto_s3() as s3, stack.bucket(s3, "flywheel-s3") as bucket, pytest.MonkeyPatch.context() as mp):
@@ -60,7 +60,7 @@ def s3_stack(tmp_path_factory):
 
 
 def test_example_dag_reads_landing_from_s3_and_uploads_predictions(s3_stack, airflow_db):
-    from mlflywheel.data.io import PART, landing_dir
+    from mlflywheel.services.data.io import PART, landing_dir
     from tests.helpers import run_dag_once
 
     s3, bucket, config, ws = s3_stack["s3"], s3_stack["bucket"], s3_stack["config"], s3_stack["ws"]
@@ -100,7 +100,7 @@ def test_example_dag_reads_landing_from_s3_and_uploads_predictions(s3_stack, air
 
 
 def test_missing_partition_in_the_bucket_names_the_key(s3_stack):
-    from mlflywheel.errors import DataNotFound
+    from mlflywheel.services.errors import DataNotFound
     from mlflywheel_airflow.operators import ValidateDataOperator
 
     config, bucket = s3_stack["config"], s3_stack["bucket"]

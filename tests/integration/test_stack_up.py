@@ -41,7 +41,7 @@ def _listening(pids: list[int]) -> list[tuple[int, str, int]]:
 def test_up_health_loopback_idempotent_and_down(tmp_path):
     import psutil
 
-    from mlflywheel import stack as core
+    from mlflywheel.tools import stack as core
 
     home = tmp_path / "home"
     with running_stack(home) as st:

@@ -15,11 +15,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlflywheel import tracking
-from mlflywheel.config import load_pipeline
-from mlflywheel.data.generate import inject_bad_data, write_landing
-from mlflywheel.data.io import partition_path, write_parquet_atomic
-from mlflywheel.settings import Workspace
+from mlflywheel.services import tracking
+from mlflywheel.services.config import load_pipeline
+from mlflywheel.services.data.generate import inject_bad_data, write_landing
+from mlflywheel.services.data.io import partition_path, write_parquet_atomic
+from mlflywheel.services.names import (
+    TAG_DECISION,
+    TAG_DIGEST,
+    TAG_NOTE,
+    TAG_REASONS,
+    TAG_RUN_KEY,
+    TAG_TRIGGER,
+)
+from mlflywheel.services.settings import Workspace
 from tests.helpers import run_dag
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,14 +88,14 @@ def test_first_run_registers_a_champion(fraud):
     mv = client.get_model_version(config.model_name, version.version)
     assert sorted(mv.aliases) == ["challenger", "champion"]
     key = tracking.run_key(config, LOGICAL - dt.timedelta(days=1), LOGICAL, config.training.window_days)
-    assert mv.tags[tracking.TAG_RUN_KEY] == key
+    assert mv.tags[TAG_RUN_KEY] == key
     run = client.get_run(mv.run_id)
     assert run.data.metrics["holdout_roc_auc"] > 0.85
-    assert run.data.tags[tracking.TAG_DECISION] == "approved"
-    assert run.data.tags[tracking.TAG_NOTE] == "integration test"
-    assert run.data.tags[tracking.TAG_TRIGGER] == "manual"
-    digest = mv.tags[tracking.TAG_DIGEST]
-    assert digest == run.data.tags[tracking.TAG_DIGEST]
+    assert run.data.tags[TAG_DECISION] == "approved"
+    assert run.data.tags[TAG_NOTE] == "integration test"
+    assert run.data.tags[TAG_TRIGGER] == "manual"
+    digest = mv.tags[TAG_DIGEST]
+    assert digest == run.data.tags[TAG_DIGEST]
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [digest]
     snapshot = json.loads((ws.snapshots_dir / config.name / digest / "snapshot.json").read_text())
     assert snapshot["rows"] > 10_000 and snapshot["start"] == "2026-05-05" and snapshot["end"] == "2026-06-01"
@@ -102,7 +110,7 @@ def test_first_run_registers_a_champion(fraud):
     # export_quantize: the version carries its ONNX graph, runnable through the registry alias
     assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
     assert mv.tags["flywheel.onnx.int8.published"] == "false"
-    from mlflywheel.export import load_version
+    from mlflywheel.stages.export_quantize import load_version
 
     model = load_version(ws, config.model_name, mv.version)
     assert model.sha256 == mv.tags["flywheel.onnx.fp32.sha256"]
@@ -183,8 +191,8 @@ def test_gate_rejection_is_a_decision_that_skips_register(strict_fraud):
     assert client.search_model_versions(f"name = '{config.model_name}'") == []
     experiment = client.get_experiment_by_name(f"flywheel/{config.name}")
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.tags[tracking.TAG_DECISION] == "rejected"
-    assert "threshold.roc_auc.min" in run.data.tags[tracking.TAG_REASONS]
+    assert run.data.tags[TAG_DECISION] == "rejected"
+    assert "threshold.roc_auc.min" in run.data.tags[TAG_REASONS]
 
 
 def test_second_dataset_runs_through_the_same_factory(tmp_path_factory, airflow_db):
@@ -202,10 +210,10 @@ def test_second_dataset_runs_through_the_same_factory(tmp_path_factory, airflow_
 
 
 def test_inference_scores_with_the_alias_on_cpu_without_failing(fraud, tmp_path):
-    from mlflywheel.errors import RegistryError, SchemaMismatch
-    from mlflywheel.export import load_version
-    from mlflywheel.infer import score_parquet
-    from mlflywheel.registry import alias_version
+    from mlflywheel.services.errors import RegistryError, SchemaMismatch
+    from mlflywheel.services.infer import score_parquet
+    from mlflywheel.services.registry import alias_version
+    from mlflywheel.stages.export_quantize import load_version
 
     ws, config, _, _ = fraud
     (snapshot,) = ws.snapshots_dir.joinpath(config.name).glob("*/frame.parquet")
@@ -229,7 +237,7 @@ def test_inference_scores_with_the_alias_on_cpu_without_failing(fraud, tmp_path)
 
 
 def test_summary_reports_every_step_of_the_run(fraud):
-    from mlflywheel.summary import format_summary, run_summary
+    from mlflywheel.tools.summary import format_summary, run_summary
 
     ws, config, _, _ = fraud
     summary = run_summary(config, ws, start=LOGICAL - dt.timedelta(days=1), end=LOGICAL)

@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlflywheel.errors import DataNotFound, DataValidationError, GateMisconfigured
+from mlflywheel.services.errors import DataNotFound, DataValidationError, GateMisconfigured
 from mlflywheel_airflow.operators import (
     BenchmarkOperator,
     EvaluateGateOperator,
@@ -103,7 +103,7 @@ def test_if_exists_is_checked_in_init(cls, kwargs):
 
 def test_validate_calls_the_core_with_the_interval():
     op = _rendered(ValidateDataOperator(task_id="validate", pipeline="fraud"))
-    with mock.patch("mlflywheel.validate.validate_landing", return_value={"success": True}) as core:
+    with mock.patch("mlflywheel.stages.validate.validate_landing", return_value={"success": True}) as core:
         assert op.execute({"ti": mock.Mock()}) == {"success": True}
     (config, ws), kwargs = core.call_args
     assert config.name == "fraud" and kwargs == {"start": START, "end": END}
@@ -114,7 +114,7 @@ def test_validation_failure_fails_without_retry_and_pushes_the_result():
     ti = mock.Mock()
     error = DataValidationError("2 of 33 expectations failed", result_path="/r.json",
                                 failures=[{"expectation": "expect_column_values_to_be_unique"}])
-    with mock.patch("mlflywheel.validate.validate_landing", side_effect=error), \
+    with mock.patch("mlflywheel.stages.validate.validate_landing", side_effect=error), \
             pytest.raises(AirflowFailException, match="DataValidationError: 2 of 33 expectations failed"):
         op.execute({"ti": ti})
     ti.xcom_push.assert_called_once_with(key="validation_result", value={
@@ -123,7 +123,7 @@ def test_validation_failure_fails_without_retry_and_pushes_the_result():
 
 def test_missing_landing_data_is_left_to_retry():
     op = _rendered(ValidateDataOperator(task_id="validate", pipeline="fraud"))
-    with mock.patch("mlflywheel.validate.validate_landing", side_effect=DataNotFound("late")), \
+    with mock.patch("mlflywheel.stages.validate.validate_landing", side_effect=DataNotFound("late")), \
             pytest.raises(DataNotFound):
         op.execute({"ti": mock.Mock()})
 
@@ -132,7 +132,7 @@ def test_missing_landing_data_is_left_to_retry():
 def test_materialize_window(window, expected):
     op = _rendered(MaterializeFeaturesOperator(task_id="f", pipeline="fraud", window_days=window))
     snapshot = {"uri": "/s", "digest": "d", "rows": 1}
-    with mock.patch("mlflywheel.features.materialize_and_snapshot", return_value={"snapshot": snapshot}) as core:
+    with mock.patch("mlflywheel.services.features.materialize_and_snapshot", return_value={"snapshot": snapshot}) as core:
         result = op.execute({})
     assert core.call_args.kwargs == {"interval_end": END, "window_days": expected}
     assert result["run_key"] == f"fraud/20260510T0000Z-20260511T0000Z/w{expected}"
@@ -151,7 +151,7 @@ def test_train_passes_trigger_and_forwards_the_snapshot():
     op = _rendered(TrainModelOperator(task_id="train", pipeline="fraud", features=features, note="retrain after fix"))
     context = {"dag_run": SimpleNamespace(run_type="manual")}
     core_result = {"run_id": "r1", "model_uri": "models:/m-1", "run_key": "fraud/k"}
-    with mock.patch("mlflywheel.train.train", return_value=core_result) as core:
+    with mock.patch("mlflywheel.stages.train.train", return_value=core_result) as core:
         result = op.execute(context)
     assert core.call_args.kwargs == {"snapshot": features["snapshot"], "run_key": "fraud/k", "trigger": "manual",
                                      "note": "retrain after fix", "if_exists": "skip"}
@@ -187,7 +187,7 @@ def test_gate_decision_skips_everything_downstream_only_on_rejection(decision, s
     ti = mock.Mock()
     verdict = {"decision": decision, "reasons": ["threshold.roc_auc.min: 0.7 >= 0.85 is false"],
                "verdict_path": "/v.json", "checks_passed": 8, "checks_total": 9}
-    with mock.patch("mlflywheel.evaluate.evaluate_gate", return_value=verdict) as core, \
+    with mock.patch("mlflywheel.stages.evaluate_gate.evaluate_gate", return_value=verdict) as core, \
             mock.patch.object(EvaluateGateOperator, "skip") as skip:
         result = gate.execute({"task": gate, "ti": ti})
     assert core.call_args.kwargs == {"run_id": "r1", "model_uri": "models:/m-1", "snapshot": TRAINED["snapshot"]}
@@ -201,7 +201,7 @@ def test_gate_decision_skips_everything_downstream_only_on_rejection(decision, s
 
 def test_gate_that_cannot_judge_fails_without_retry():
     _, gate = _gate_dag()
-    with mock.patch("mlflywheel.evaluate.evaluate_gate", side_effect=GateMisconfigured("no thresholds")), \
+    with mock.patch("mlflywheel.stages.evaluate_gate.evaluate_gate", side_effect=GateMisconfigured("no thresholds")), \
             pytest.raises(AirflowFailException, match="GateMisconfigured: no thresholds"):
         gate.execute({"task": gate, "ti": mock.Mock()})
 
@@ -209,14 +209,14 @@ def test_gate_that_cannot_judge_fails_without_retry():
 def test_register_refuses_anything_but_approved():
     op = _rendered(RegisterModelOperator(task_id="register", pipeline="fraud",
                                          verdict={**VERDICT, "decision": "rejected", "reasons": ["x"]}))
-    with mock.patch("mlflywheel.registry.register") as core, pytest.raises(AirflowFailException, match="rejected"):
+    with mock.patch("mlflywheel.services.registry.register") as core, pytest.raises(AirflowFailException, match="rejected"):
         op.execute({})
     core.assert_not_called()
 
 
 def test_register_passes_the_run_key():
     op = _rendered(RegisterModelOperator(task_id="register", pipeline="fraud", verdict=VERDICT))
-    with mock.patch("mlflywheel.registry.register", return_value={"version": "3"}) as core:
+    with mock.patch("mlflywheel.services.registry.register", return_value={"version": "3"}) as core:
         op.execute({})
     assert core.call_args.kwargs == {"run_id": "r1", "model_uri": "models:/m-1", "run_key": "fraud/k",
                                      "if_exists": "skip"}
@@ -225,17 +225,17 @@ def test_register_passes_the_run_key():
 def test_export_calls_the_core_for_the_registered_version():
     op = _rendered(ExportQuantizeOperator(task_id="export_quantize", pipeline="fraud",
                                           registered={"name": "fraud_detector", "version": 3}))
-    with mock.patch("mlflywheel.export.export_version", return_value={"variants": {}}) as core:
+    with mock.patch("mlflywheel.stages.export_quantize.export_version", return_value={"variants": {}}) as core:
         op.execute({})
     assert core.call_args.kwargs == {"version": "3", "if_exists": "skip"}
 
 
 def test_export_parity_failure_fails_without_retry():
-    from mlflywheel.errors import ParityError
+    from mlflywheel.services.errors import ParityError
 
     op = _rendered(ExportQuantizeOperator(task_id="export_quantize", pipeline="fraud",
                                           registered={"name": "fraud_detector", "version": "3"}))
-    with mock.patch("mlflywheel.export.export_version", side_effect=ParityError("max diff 0.006 > 1e-05")), \
+    with mock.patch("mlflywheel.stages.export_quantize.export_version", side_effect=ParityError("max diff 0.006 > 1e-05")), \
             pytest.raises(AirflowFailException, match="ParityError: max diff 0.006"):
         op.execute({})
 
@@ -249,7 +249,7 @@ def test_benchmark_rejection_skips_downstream(decision, skips):
     _rendered(bench)
     verdict = {"decision": decision, "reasons": ["onnx-fp32@CPU: single-row p99 12 ms > 10 ms"],
                "serve_variant": None if skips else "onnx-fp32@CPU"}
-    with mock.patch("mlflywheel.benchmark.benchmark_version", return_value=verdict) as core, \
+    with mock.patch("mlflywheel.stages.benchmark.benchmark_version", return_value=verdict) as core, \
             mock.patch.object(BenchmarkOperator, "skip") as skip:
         assert bench.execute({"task": bench, "ti": mock.Mock()}) == verdict
     assert core.call_args.kwargs == {"version": "2", "if_exists": "skip"}

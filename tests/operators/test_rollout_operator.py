@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
-from mlflywheel.errors import GateMisconfigured
+from mlflywheel.services.errors import GateMisconfigured
 from mlflywheel_airflow.hooks.mlflow import MlflowHook
 from mlflywheel_airflow.operators import DeployCanaryOperator
 from mlflywheel_airflow.triggers.rollout import BakeTrigger
@@ -45,7 +45,7 @@ def test_template_fields_are_assigned_verbatim():
 
 
 def test_start_calls_the_core_then_defers_for_one_analysis_interval(op):
-    with mock.patch("mlflywheel.deploy.start", return_value=state("started")) as core, \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.start", return_value=state("started")) as core, \
             pytest.raises(TaskDeferred) as deferred:
         op.execute({})
     (ws, config, client), kwargs = core.call_args
@@ -60,12 +60,12 @@ def test_start_calls_the_core_then_defers_for_one_analysis_interval(op):
 
 def test_nothing_to_deploy_skips_the_task(op):
     op.benchmarked = {**APPROVED, "decision": "rejected"}
-    with mock.patch("mlflywheel.deploy.start") as core, pytest.raises(AirflowSkipException, match="rejected"):
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.start") as core, pytest.raises(AirflowSkipException, match="rejected"):
         op.execute({})
     assert not core.called
     op.benchmarked = APPROVED
     reason = "model server metrics at http://127.0.0.1:8000/metrics unreadable: refused"
-    with mock.patch("mlflywheel.deploy.start", return_value=state("skipped", reasons=[reason])), \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.start", return_value=state("skipped", reasons=[reason])), \
             pytest.raises(AirflowSkipException, match="unreadable: refused"):
         op.execute({})
 
@@ -73,7 +73,7 @@ def test_nothing_to_deploy_skips_the_task(op):
 @pytest.mark.parametrize("decision", ["wait", "advance"])
 def test_a_step_in_progress_defers_again(op, decision):
     event = {"status": "success", "state": state("started"), "ready": True}
-    with mock.patch("mlflywheel.deploy.run_step", return_value=state(decision, step_index=1)) as core, \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step", return_value=state(decision, step_index=1)) as core, \
             pytest.raises(TaskDeferred) as deferred:
         op.execute_complete({}, event)
     assert core.call_args.args[2:] == (CLIENT, event["state"])
@@ -83,15 +83,15 @@ def test_a_step_in_progress_defers_again(op, decision):
 @pytest.mark.parametrize("decision", ["promote", "rollback"])
 def test_promote_and_rollback_end_the_task_without_failing(op, decision):
     done = state(decision, reasons=["error_rate 0.2 > 0.01"] if decision == "rollback" else [])
-    with mock.patch("mlflywheel.deploy.run_step", return_value=done) as core, \
-            mock.patch("mlflywheel.deploy.abort") as abort:
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step", return_value=done) as core, \
+            mock.patch("mlflywheel.stages.deploy_canary.controller.abort") as abort:
         op.execute_complete({}, {"status": "success", "state": state("advance")})
     assert core.call_count == 1 and not abort.called  # the core rolled back itself; nothing more to undo
 
 
 def test_a_failed_analysis_rolls_the_canary_back_before_failing(op):
-    with mock.patch("mlflywheel.deploy.run_step", side_effect=GateMisconfigured("counter went down")), \
-            mock.patch("mlflywheel.deploy.abort") as abort, \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step", side_effect=GateMisconfigured("counter went down")), \
+            mock.patch("mlflywheel.stages.deploy_canary.controller.abort") as abort, \
             pytest.raises(AirflowFailException, match="GateMisconfigured: counter went down"):
         op.execute_complete({}, {"status": "success", "state": state("wait")})
     assert abort.call_args.args[2:4] == (CLIENT, "2")
@@ -99,7 +99,7 @@ def test_a_failed_analysis_rolls_the_canary_back_before_failing(op):
 
 
 def test_a_trigger_error_rolls_back_and_fails(op):
-    with mock.patch("mlflywheel.deploy.run_step") as core, mock.patch("mlflywheel.deploy.abort") as abort, \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step") as core, mock.patch("mlflywheel.stages.deploy_canary.controller.abort") as abort, \
             pytest.raises(AirflowFailException, match="without success"):
         op.execute_complete({}, {"status": "error", "state": state("wait")})
     assert not core.called and abort.call_args.args[3] == "2"
@@ -107,7 +107,7 @@ def test_a_trigger_error_rolls_back_and_fails(op):
 
 def test_on_kill_takes_the_canary_off(op):
     op._rollout = state("wait")
-    with mock.patch("mlflywheel.deploy.abort") as abort:
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.abort") as abort:
         op.on_kill()
     assert abort.call_args.args[2:] == (CLIENT, "2", "deploy_canary killed")
 
@@ -135,13 +135,13 @@ def test_a_wait_with_no_triggerer_times_out_and_takes_the_canary_off(op):
 
     from mlflywheel_airflow.operators.rollout import bake_timeout
 
-    with mock.patch("mlflywheel.deploy.start", return_value=state("started")), \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.start", return_value=state("started")), \
             pytest.raises(TaskDeferred) as deferred:
         op.execute({})
     wait = op.config.rollout.analysis_interval_s
     assert deferred.value.timeout == bake_timeout(wait) == dt.timedelta(seconds=wait + 600)
     assert bake_timeout(900) == dt.timedelta(seconds=2700)
-    with mock.patch("mlflywheel.deploy.abort") as abort, pytest.raises(TaskDeferralTimeout):
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.abort") as abort, pytest.raises(TaskDeferralTimeout):
         op.resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, {})
     (_, config, client, version, reason), _ = abort.call_args
     assert (config.name, client, version) == ("fraud", CLIENT, 2)

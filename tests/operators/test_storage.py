@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflywheel.errors import ConfigError, DataNotFound
+from mlflywheel.services.errors import ConfigError, DataNotFound
 from mlflywheel_airflow.hooks import storage
 from tests.integration import stack
 
@@ -28,7 +28,7 @@ def s3():
 @pytest.fixture
 def env(s3, tmp_path, monkeypatch, pipeline_config):
     """A fresh bucket, the connection to it, and an empty local landing root."""
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
     with stack.bucket(s3, "flywheel-unit") as name:
         monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
@@ -105,7 +105,7 @@ def test_missing_interval_partition_is_late_data_named_by_its_key(s3, env):
 
 
 def test_without_a_landing_uri_nothing_is_touched(env, monkeypatch):
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
     monkeypatch.delenv("FLYWHEEL_LANDING_URI")
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", "not used")  # would fail if a hook were built
@@ -117,7 +117,7 @@ def test_without_a_landing_uri_nothing_is_touched(env, monkeypatch):
 
 @pytest.mark.parametrize("uri", ["/data/landing", "gs://bucket/x", "s3://B/x", "s3:///x"])
 def test_bad_uri_names_the_variable(env, monkeypatch, uri):
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
     monkeypatch.setenv("FLYWHEEL_LANDING_URI", uri)
     with pytest.raises(ConfigError, match=f"FLYWHEEL_LANDING_URI: expected s3://bucket.*found '{uri}'"):
@@ -134,7 +134,7 @@ def _partition(root: Path, day: str, parts: list[str], manifest: dict) -> None:
 
 
 def test_upload_puts_the_manifest_last_and_replaces_the_previous_partition(s3, env, tmp_path, monkeypatch):
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
     bucket, config = env["bucket"], env["config"]
     monkeypatch.setenv("FLYWHEEL_PREDICTIONS_URI", f"s3://{bucket}/preds")
@@ -163,7 +163,7 @@ def test_upload_puts_the_manifest_last_and_replaces_the_previous_partition(s3, e
 
 
 def test_upload_refuses_a_partition_without_manifest(s3, env, tmp_path, monkeypatch):
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
     monkeypatch.setenv("FLYWHEEL_PREDICTIONS_URI", f"s3://{env['bucket']}/preds")
     (tmp_path / f"ds={DAY}").mkdir()

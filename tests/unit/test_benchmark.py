@@ -5,9 +5,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlflywheel.benchmark import Measurement, benchmark_version, chart, measure, run, sla_failures
-from mlflywheel.config import SlaSpec
-from mlflywheel.errors import GateMisconfigured
+from mlflywheel.services.config import SlaSpec
+from mlflywheel.services.errors import GateMisconfigured
+from mlflywheel.stages.benchmark import (
+    Measurement,
+    benchmark_version,
+    chart,
+    measure,
+    run,
+    sla_failures,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +57,7 @@ def test_sla_failures(results, expected):
 
 
 def test_no_sla_fails_closed(pipeline_config, tmp_path):
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
     config = pipeline_config("fraud")
     config = config.model_copy(update={"benchmark": config.benchmark.model_copy(update={"sla": None})})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlflywheel.cli import main, task_timings
+from mlflywheel.tools.cli import main, task_timings
 
 pytestmark = pytest.mark.unit
 

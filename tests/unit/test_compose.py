@@ -197,7 +197,7 @@ def test_commands_of_third_party_images_are_their_own_tools(services):
 
 
 def test_flywheel_commands_parse(services):
-    from mlflywheel.cli import build_parser
+    from mlflywheel.tools.cli import build_parser
 
     seen = 0
     for _name, _kind, argv in _commands(services):
@@ -398,7 +398,7 @@ def test_stack_connections_resolve_through_the_real_hooks(services, monkeypatch)
 
 
 def test_model_server_port_matches_the_pipeline_and_prometheus(services):
-    from mlflywheel.config import load_pipeline
+    from mlflywheel.services.config import load_pipeline
 
     port = load_pipeline(ROOT / "include" / "pipelines" / "fraud.yaml").serving.port
     assert services["model-server"]["ports"] == [f"127.0.0.1:{port}:{port}"]
@@ -421,8 +421,8 @@ def test_docker_compose_config_accepts_the_file():
 
 def test_feast_online_store_is_the_stack_redis(services, tmp_path, monkeypatch):
     """The project's Feast repo, with FLYWHEEL_FEAST_ONLINE_STORE of the stack, loads on Redis db 1."""
-    from mlflywheel.features import load_store
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.features import load_store
+    from mlflywheel.services.settings import Workspace
 
     url = services["airflow-worker"]["environment"]["FLYWHEEL_FEAST_ONLINE_STORE"]
     assert services["model-server"]["environment"]["FLYWHEEL_FEAST_ONLINE_STORE"] == url

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlflywheel.config import load_pipeline, load_pipelines
-from mlflywheel.errors import ConfigError
+from mlflywheel.services.config import load_pipeline, load_pipelines
+from mlflywheel.services.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "include" / "pipelines"

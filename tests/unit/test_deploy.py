@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from mlflywheel import deploy, rollout, tracking
-from mlflywheel.serving.predlog import Prediction, PredictionLog
-from mlflywheel.settings import Workspace
+from mlflywheel.services import tracking
+from mlflywheel.services.predlog import Prediction, PredictionLog
+from mlflywheel.services.settings import Workspace
+from mlflywheel.stages.deploy_canary import analysis as rollout
+from mlflywheel.stages.deploy_canary import controller as deploy
 from tests import helpers
 from tests.unit.test_rollout import aliases, scrape
 
@@ -115,7 +117,7 @@ def _unreadable(url):
 
 
 def test_cli_rollback_restores_the_previous_champion(rollout_ws, capsys):
-    from mlflywheel import cli
+    from mlflywheel.tools import cli
 
     ws, config, client, v1, v2, log = rollout_ws
     rollout.set_canary(ws, config, client, v2, 100, "step")
@@ -133,7 +135,7 @@ def test_cli_rollback_restores_the_previous_champion(rollout_ws, capsys):
 
 
 def test_rollback_to_a_missing_or_unexported_version_moves_nothing(rollout_ws):
-    from mlflywheel.errors import RegistryError
+    from mlflywheel.services.errors import RegistryError
 
     ws, config, client, v1, v2, _ = rollout_ws
     with pytest.raises(RegistryError, match="has no version '99'; nothing moved"):
@@ -166,8 +168,8 @@ def test_shadow_first_bakes_on_shadow_copies_then_routes_traffic(rollout_ws, mon
 def test_delayed_labels_showing_a_worse_canary_roll_it_back(rollout_ws, monkeypatch):
     import pandas as pd
 
-    from mlflywheel.data.io import write_parquet_atomic
-    from mlflywheel.data.labels import LABEL_TS, labels_dir
+    from mlflywheel.services.data.io import write_parquet_atomic
+    from mlflywheel.services.data.labels import LABEL_TS, labels_dir
 
     ws, config, client, v1, v2, log = rollout_ws
     state = started(rollout_ws, monkeypatch, {v1: (100, 0, 0.002)})

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflywheel.drift import policy
-from mlflywheel.drift.live import expected_calibration_error, judge_live
-from mlflywheel.drift.stats import ColumnDrift
+from mlflywheel.stages.drift_check import policy
+from mlflywheel.stages.drift_check.live import expected_calibration_error, judge_live
+from mlflywheel.stages.drift_check.stats import ColumnDrift
 
 pytestmark = pytest.mark.unit
 NOW = dt.datetime(2026, 6, 4, 1, tzinfo=dt.UTC)
@@ -125,10 +125,10 @@ def test_expected_calibration_error():
 
 
 def test_labels_land_after_their_delay(tmp_path, monkeypatch, pipeline_config):
-    from mlflywheel.data.generate import write_landing
-    from mlflywheel.data.labels import read_labels, write_labels
-    from mlflywheel.drift.live import label_coverage
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.data.generate import write_landing
+    from mlflywheel.services.data.labels import read_labels, write_labels
+    from mlflywheel.services.settings import Workspace
+    from mlflywheel.stages.drift_check.live import label_coverage
 
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
     ws = Workspace.from_env().ensure()
@@ -163,8 +163,8 @@ def test_a_metric_without_baseline_is_a_note_never_a_trigger(pipeline_config):
 def test_drift_config_is_strict_and_consistent(tmp_path):
     import yaml
 
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.errors import ConfigError
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.errors import ConfigError
     from tests.conftest import ROOT
 
     raw = yaml.safe_load((ROOT / "include" / "pipelines" / "fraud.yaml").read_text())

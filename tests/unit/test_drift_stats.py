@@ -11,16 +11,16 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from mlflywheel.config import FeatureDriftLimits
-from mlflywheel.data.generate import generate_ctr_day, generate_fraud_day
-from mlflywheel.drift.stats import (
+from mlflywheel.services.config import FeatureDriftLimits
+from mlflywheel.services.data.generate import generate_ctr_day, generate_fraud_day
+from mlflywheel.services.errors import DriftInputError
+from mlflywheel.stages.drift_check.stats import (
     categorical_drift,
     compare_frames,
     jensen_shannon,
     ks_wasserstein,
     numeric_drift,
 )
-from mlflywheel.errors import DriftInputError
 
 pytestmark = pytest.mark.unit
 LIMITS = FeatureDriftLimits()
@@ -87,8 +87,8 @@ def test_holiday_scenario_shifted_columns_are_detected(pipeline):
 @pytest.mark.parametrize("pipeline", ["fraud", "ctr"])
 @pytest.mark.parametrize("scenario", ["none", "holiday"])
 def test_drifted_columns_agree_with_evidently(pipeline, scenario):
-    from mlflywheel.config import DriftSpec
-    from mlflywheel.drift.report import evidently_report
+    from mlflywheel.services.config import DriftSpec
+    from mlflywheel.stages.drift_check.report import evidently_report
 
     numeric, categorical = SCENARIO_COLUMNS[pipeline]
     reference = pd.concat([GENERATORS[pipeline](d) for d in DAYS], ignore_index=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlflywheel.config import FairnessSpec, GateSpec, MetricLimit
-from mlflywheel.errors import GateMisconfigured
-from mlflywheel.evaluate import (
+from mlflywheel.services.config import FairnessSpec, GateSpec, MetricLimit
+from mlflywheel.services.errors import GateMisconfigured
+from mlflywheel.stages.evaluate_gate import (
     Check,
     Verdict,
     champion_checks,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlflywheel.errors import ConfigError
-from mlflywheel.features import load_store, online_store_config
-from mlflywheel.settings import Workspace
+from mlflywheel.services.errors import ConfigError
+from mlflywheel.services.features import load_store, online_store_config
+from mlflywheel.services.settings import Workspace
 
 pytestmark = pytest.mark.unit
 

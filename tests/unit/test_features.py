@@ -7,8 +7,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from mlflywheel.config import Aggregation, FeatureViewSpec
-from mlflywheel.features import frame_digest, rolling_features
+from mlflywheel.services.config import Aggregation, FeatureViewSpec
+from mlflywheel.services.features import frame_digest, rolling_features
 
 pytestmark = pytest.mark.unit
 VIEW = FeatureViewSpec(name="v", entity="user_id", aggregations=[

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflywheel.data.generate import (
+from mlflywheel.services.data.generate import (
     BAD_DATA_KINDS,
     generate_ctr_day,
     generate_fraud_day,

@@ -14,8 +14,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from mlflywheel import kserve, rollout, tracking
-from mlflywheel.settings import Workspace
+from mlflywheel.services import kserve, tracking
+from mlflywheel.services.settings import Workspace
+from mlflywheel.stages.deploy_canary import analysis as rollout
 from tests import helpers
 
 pytestmark = pytest.mark.unit

@@ -51,7 +51,7 @@ def test_no_heavy_import_at_module_top(folder):
 
 def test_lazy_only_modules_are_not_imported_at_module_top():
     importers = [f"{path.relative_to(ROOT)}:{line}" for path in ROOT.glob("**/*.py") if ".venv" not in path.parts
-                 for line, name in _imports(path, top_level_only=True) if name == "mlflywheel.train.torch_mlp"]
+                 for line, name in _imports(path, top_level_only=True) if name == "mlflywheel.stages.train.torch_mlp"]
     assert importers == []
 
 

@@ -143,7 +143,7 @@ def test_dashboard_panels_use_the_provisioned_datasource():
 
 
 def test_prometheus_scrapes_the_model_server_metrics_endpoint():
-    from mlflywheel.config import load_pipeline
+    from mlflywheel.services.config import load_pipeline
 
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}

@@ -9,12 +9,12 @@ import onnx
 import pandas as pd
 import pytest
 
-from mlflywheel.config import ExportSpec, ParityLimits
-from mlflywheel.errors import ConfigError, ModelIntegrityError, ParityError, SchemaMismatch
-from mlflywheel.export import export_onnx, export_variants, parity
-from mlflywheel.runtime import OnnxModel, resolve_providers
-from mlflywheel.train.core import model_inputs
-from mlflywheel.train.sklearn import build
+from mlflywheel.services.config import ExportSpec, ParityLimits
+from mlflywheel.services.errors import ConfigError, ModelIntegrityError, ParityError, SchemaMismatch
+from mlflywheel.services.runtime import OnnxModel, resolve_providers
+from mlflywheel.stages.export_quantize import export_onnx, export_variants, parity
+from mlflywheel.stages.train.core import model_inputs
+from mlflywheel.stages.train.sklearn import build
 
 pytestmark = pytest.mark.unit
 LOOSE = ParityLimits(max_abs_diff=1.0, min_decision_agreement=0.0, max_metric_delta=1.0)
@@ -77,7 +77,8 @@ def _with_nans_and_unseen(x: pd.DataFrame, config) -> pd.DataFrame:
 
 
 def test_binary_tree_rewrite_reproduces_the_classifier_graph(hgb, ctr_frame):
-    from mlflywheel.export import META_REWRITES, _binary_tree_classifiers, _sklearn_graph
+    from mlflywheel.services.names import META_REWRITES
+    from mlflywheel.stages.export_quantize import _binary_tree_classifiers, _sklearn_graph
 
     config, estimator = hgb
     classifier = _sklearn_graph(estimator, config)
@@ -248,7 +249,7 @@ def test_arrow_batches_and_io_binding_give_the_same_scores(tmp_path, ctr_frame):
 
 
 def test_a_graph_with_other_inputs_than_the_pipeline_is_refused(exported, pipeline_config):
-    from mlflywheel.export import check_inputs
+    from mlflywheel.stages.export_quantize import check_inputs
 
     model = OnnxModel(exported)
     check_inputs(model, list(reversed(list(model.inputs))), "ctr v1")  # same set: fine

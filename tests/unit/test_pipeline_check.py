@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlflywheel.cli import main
-from mlflywheel.pipeline_check import validate_pipeline
-from mlflywheel.settings import Workspace, project_root
+from mlflywheel.services.settings import Workspace, project_root
+from mlflywheel.tools.cli import main
+from mlflywheel.tools.pipeline_check import validate_pipeline
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import yaml
 
-from mlflywheel import rollout, tracking
-from mlflywheel.config import RolloutSpec
-from mlflywheel.errors import GateMisconfigured, RegistryError
+from mlflywheel.services import tracking
+from mlflywheel.services.config import RolloutSpec
+from mlflywheel.services.errors import GateMisconfigured, RegistryError
+from mlflywheel.services.settings import Workspace
 from mlflywheel.serving.metrics import ServerMetrics
-from mlflywheel.settings import Workspace
+from mlflywheel.stages.deploy_canary import analysis as rollout
 from tests import helpers
 
 pytestmark = pytest.mark.unit
@@ -204,7 +205,7 @@ def test_kserve_manifests_per_step(tmp_path, pipeline_config):
 def test_step_window_and_label_counts_from_the_prediction_log(tmp_path):
     import pandas as pd
 
-    from mlflywheel.serving.predlog import Prediction, PredictionLog
+    from mlflywheel.services.predlog import Prediction, PredictionLog
 
     start = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
     log = PredictionLog(tmp_path / "p.db")

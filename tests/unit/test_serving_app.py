@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflywheel.runtime import OnnxModel
-from mlflywheel.serving.online import CachedLookup
-from mlflywheel.serving.predlog import read_predictions
+from mlflywheel.services.online import CachedLookup
+from mlflywheel.services.predlog import read_predictions
+from mlflywheel.services.runtime import OnnxModel
 from tests.helpers import ctr_record
 
 pytestmark = pytest.mark.unit

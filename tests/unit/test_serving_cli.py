@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlflywheel.cli import main
+from mlflywheel.tools.cli import main
 
 pytestmark = pytest.mark.unit
 

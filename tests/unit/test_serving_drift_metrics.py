@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlflywheel.data.generate import generate_fraud_day
-from mlflywheel.drift import check, policy
-from mlflywheel.drift.stats import compare_frames, numeric_drift
+from mlflywheel.services.data.generate import generate_fraud_day
+from mlflywheel.services.settings import Workspace
 from mlflywheel.serving.metrics import ServerMetrics, drift_verdicts_dir
-from mlflywheel.settings import Workspace
+from mlflywheel.stages.drift_check import check, policy
+from mlflywheel.stages.drift_check.stats import compare_frames, numeric_drift
 
 if TYPE_CHECKING:
     from pathlib import Path

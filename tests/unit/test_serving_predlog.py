@@ -8,8 +8,14 @@ import sqlite3
 
 import pytest
 
-from mlflywheel.serving.predlog import Answer, Prediction, PredictionLog, log_path, read_predictions
-from mlflywheel.settings import Workspace
+from mlflywheel.services.predlog import (
+    Answer,
+    Prediction,
+    PredictionLog,
+    log_path,
+    read_predictions,
+)
+from mlflywheel.services.settings import Workspace
 
 pytestmark = pytest.mark.unit
 T0 = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC).timestamp()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mlflywheel.services.names import CANARY, CHALLENGER, CHAMPION
 from mlflywheel.serving.routing import (
-    CANARY,
-    CHALLENGER,
-    CHAMPION,
     Route,
     RoutingError,
     RoutingState,

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from mlflywheel import stack
-from mlflywheel.cli import main
-from mlflywheel.settings import Workspace
+from mlflywheel.services.settings import Workspace
+from mlflywheel.tools import stack
+from mlflywheel.tools.cli import main
 
 pytestmark = pytest.mark.unit
 

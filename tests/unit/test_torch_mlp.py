@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflywheel.config import ExportSpec, ParityLimits
-from mlflywheel.export import export_variants
-from mlflywheel.runtime import OnnxModel
+from mlflywheel.services.config import ExportSpec, ParityLimits
+from mlflywheel.services.runtime import OnnxModel
+from mlflywheel.stages.export_quantize import export_variants
 
 pytestmark = pytest.mark.unit
 LOOSE = ParityLimits(max_abs_diff=1.0, min_decision_agreement=0.0, max_metric_delta=1.0)
@@ -26,7 +26,7 @@ def data():
 
 
 def _fit(train, holdout, seed=1):
-    from mlflywheel.train.torch_mlp import TorchTabularClassifier
+    from mlflywheel.stages.train.torch_mlp import TorchTabularClassifier
 
     model = TorchTabularClassifier(categorical=("colour",), numeric=("size", "weight"), hidden="16", max_epochs=15,
                                    patience=3, seed=seed)
@@ -50,8 +50,8 @@ def test_same_seed_same_model_and_it_learns(data):
 @pytest.fixture(scope="module")
 def fitted(data):
     """A fitted MLP and a pipeline config describing its columns (INT8 limits loose)."""
-    from mlflywheel.config import load_pipeline
-    from mlflywheel.settings import project_root
+    from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.settings import project_root
 
     base = load_pipeline(project_root() / "include" / "pipelines" / "ctr.yaml")
     config = base.model_copy(update={

@@ -8,8 +8,9 @@ import os
 import mlflow
 import pytest
 
-from mlflywheel import tracking
-from mlflywheel.settings import Workspace
+from mlflywheel.services import tracking
+from mlflywheel.services.names import TAG_RUN_KEY
+from mlflywheel.services.settings import Workspace
 
 pytestmark = pytest.mark.unit
 
@@ -46,9 +47,9 @@ def test_kill_running_marks_only_this_keys_running_runs(tmp_path, pipeline_confi
     ws = Workspace(home=tmp_path)
     client = tracking.client(ws)
     experiment = tracking.experiment_id(client, ws, config)
-    running = client.create_run(experiment, tags={tracking.TAG_RUN_KEY: "ctr/k1"})
-    other = client.create_run(experiment, tags={tracking.TAG_RUN_KEY: "ctr/k2"})
-    done = client.create_run(experiment, tags={tracking.TAG_RUN_KEY: "ctr/k1"})
+    running = client.create_run(experiment, tags={TAG_RUN_KEY: "ctr/k1"})
+    other = client.create_run(experiment, tags={TAG_RUN_KEY: "ctr/k2"})
+    done = client.create_run(experiment, tags={TAG_RUN_KEY: "ctr/k1"})
     client.set_terminated(done.info.run_id, "FINISHED")
     assert tracking.kill_running(ws, config, "ctr/k1") == [running.info.run_id]
     assert client.get_run(running.info.run_id).info.status == "KILLED"

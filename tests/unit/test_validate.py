@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from mlflywheel.data.generate import inject_bad_data
-from mlflywheel.data.io import partition_path, write_parquet_atomic
-from mlflywheel.errors import ConfigError, DataNotFound, DataValidationError
-from mlflywheel.settings import Workspace
-from mlflywheel.validate import freshness_expectation, load_suite, validate_frame, validate_landing
+from mlflywheel.services.data.generate import inject_bad_data
+from mlflywheel.services.data.io import partition_path, write_parquet_atomic
+from mlflywheel.services.errors import ConfigError, DataNotFound, DataValidationError
+from mlflywheel.services.settings import Workspace
+from mlflywheel.stages.validate import (
+    freshness_expectation,
+    load_suite,
+    validate_frame,
+    validate_landing,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 5, 11, 12, tzinfo=dt.UTC)
@@ -106,7 +111,7 @@ def test_validate_landing_passes_clean_day(workspace, fraud_day):
 
 
 def _mlflow_run(ws, ids):
-    from mlflywheel import tracking
+    from mlflywheel.services import tracking
 
     client = tracking.client(ws)
     run = client.get_run(ids["run_id"])
@@ -116,7 +121,7 @@ def _mlflow_run(ws, ids):
 
 
 def _artifact_text(ws, run_id, path):
-    from mlflywheel import tracking
+    from mlflywheel.services import tracking
 
     return Path(tracking.client(ws).download_artifacts(run_id, path)).read_text()
 

@@ -1,4 +1,4 @@
-"""The online model server (``flywheel serve``): ONNX only, through :class:`~mlflywheel.runtime.OnnxModel`.
+"""The online model server (``flywheel serve``): ONNX only, through :class:`~mlflywheel.services.runtime.OnnxModel`.
 
 Modules, one job each:
 

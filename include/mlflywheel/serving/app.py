@@ -39,21 +39,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlflywheel.services.names import CHALLENGER, CHAMPION
 from mlflywheel.serving.batching import Job, MicroBatcher, QueueFull
 from mlflywheel.serving.contract import RequestError, check_request_id, parse_infer, parse_predict
 from mlflywheel.serving.metrics import ServerMetrics
 from mlflywheel.serving.models import ModelWatcher
-from mlflywheel.serving.routing import CHALLENGER, CHAMPION, SHADOW, route
+from mlflywheel.serving.routing import SHADOW, route
 from mlflywheel.serving.scoring import Payload, Scorer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from mlflywheel.config import ServingSpec
+    from mlflywheel.services.config import ServingSpec
+    from mlflywheel.services.online import OnlineFeatures
+    from mlflywheel.services.predlog import PredictionLog
     from mlflywheel.serving.contract import Contract
     from mlflywheel.serving.models import Loaded, ModelSource
-    from mlflywheel.serving.online import OnlineFeatures
-    from mlflywheel.serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
 JSON = "application/json"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
-    from mlflywheel.config import PipelineConfig
+    from mlflywheel.services.config import PipelineConfig
 
 MAX_STRING = 256
 FLOAT32_MAX = 3.4028234663852886e38

@@ -2,7 +2,7 @@
 
 Besides the request metrics, :meth:`ServerMetrics.watch_drift` exports the latest drift check
 of the served pipeline (``flywheel_drift_*``), read from the verdict JSON files that
-:func:`mlflywheel.drift.check.run_drift_check` writes under
+:func:`mlflywheel.stages.drift_check.check.run_drift_check` writes under
 ``$FLYWHEEL_HOME/reports/<pipeline>/drift/verdicts/``. They are read at scrape time, and only
 when a file changed (a ``stat`` of the folder and of the newest file otherwise).
 """

@@ -2,7 +2,7 @@
 
 One poll is one ``get_registered_model`` call (aliases and tags together). When an alias
 moves, the new version is downloaded, hash-checked and loaded through
-:func:`mlflywheel.export.load_version` in the watcher's thread while the current one keeps
+:func:`mlflywheel.stages.export_quantize.load_version` in the watcher's thread while the current one keeps
 serving; then the whole deployment (models and routing) is swapped in one assignment, so a
 request sees either the old deployment or the new one, never a mix. A version that fails
 to load or fails its hash check is refused: the alias keeps its current version (or, for a
@@ -22,22 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlflywheel.errors import RegistryError
-from mlflywheel.export import TAG_SERVE_VARIANT, variant_precision
-from mlflywheel.serving.routing import (
-    CANARY,
-    CHALLENGER,
-    CHAMPION,
-    RoutingError,
-    RoutingState,
-    parse_routing,
-)
+from mlflywheel.services.errors import RegistryError
+from mlflywheel.services.names import CANARY, CHALLENGER, CHAMPION, TAG_SERVE_VARIANT
+from mlflywheel.serving.routing import RoutingError, RoutingState, parse_routing
+from mlflywheel.stages.export_quantize import variant_precision
 
 if TYPE_CHECKING:
-    from mlflywheel.config import PipelineConfig
-    from mlflywheel.runtime import OnnxModel
+    from mlflywheel.services.config import PipelineConfig
+    from mlflywheel.services.runtime import OnnxModel
+    from mlflywheel.services.settings import Workspace
     from mlflywheel.serving.metrics import ServerMetrics
-    from mlflywheel.settings import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +86,7 @@ class MlflowSource:
     """
 
     def __init__(self, ws: Workspace, config: PipelineConfig, providers: list[str]) -> None:
-        from mlflywheel import tracking
+        from mlflywheel.services import tracking
 
         self.ws, self.config, self.providers = ws, config, providers
         self.model_name = config.model_name
@@ -109,7 +103,7 @@ class MlflowSource:
         return {k: str(v) for k, v in (model.aliases or {}).items()}, dict(model.tags or {})
 
     def load(self, version: str) -> Loaded:
-        from mlflywheel.export import load_version
+        from mlflywheel.stages.export_quantize import load_version
 
         mv = self.client.get_model_version(self.model_name, version)
         variant = mv.tags.get(TAG_SERVE_VARIANT, "onnx-fp32")

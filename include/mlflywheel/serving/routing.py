@@ -24,12 +24,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mlflywheel.services.names import TAG_AB_WEIGHT, TAG_CANARY_WEIGHT, TAG_MODE, TAG_SALT
+
 CHAMPION, CANARY, CHALLENGER, SHADOW = "champion", "canary", "challenger", "shadow"
 MODES = ("canary", "shadow", "ab")
-TAG_MODE = "flywheel.serving_mode"
-TAG_CANARY_WEIGHT = "flywheel.canary_weight"
-TAG_AB_WEIGHT = "flywheel.ab_weight"
-TAG_SALT = "flywheel.routing_salt"
 
 
 class RoutingError(ValueError):

@@ -16,15 +16,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlflywheel.services.predlog import Answer
 from mlflywheel.serving.contract import RequestError
-from mlflywheel.serving.predlog import Answer
 
 if TYPE_CHECKING:
+    from mlflywheel.services.online import OnlineFeatures
+    from mlflywheel.services.predlog import PredictionLog
     from mlflywheel.serving.batching import Job
     from mlflywheel.serving.metrics import ServerMetrics
     from mlflywheel.serving.models import Loaded
-    from mlflywheel.serving.online import OnlineFeatures
-    from mlflywheel.serving.predlog import PredictionLog
 
 
 @dataclass

@@ -14,17 +14,17 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlflywheel.services.predlog import PredictionLog, log_path
 from mlflywheel.serving.app import ModelServer
 from mlflywheel.serving.contract import build_contract
 from mlflywheel.serving.metrics import drift_verdicts_dir
-from mlflywheel.serving.predlog import PredictionLog, log_path
 
 if TYPE_CHECKING:
     from types import FrameType
 
-    from mlflywheel.config import PipelineConfig
+    from mlflywheel.services.config import PipelineConfig
+    from mlflywheel.services.settings import Workspace
     from mlflywheel.serving.models import ModelSource
-    from mlflywheel.settings import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ def build_server(config: PipelineConfig, ws: Workspace, *, source: ModelSource |
     """
     from pydantic import ValidationError
 
-    from mlflywheel.errors import ConfigError
+    from mlflywheel.services.errors import ConfigError
     from mlflywheel.serving.models import MlflowSource
-    from mlflywheel.validate import load_suite
+    from mlflywheel.stages.validate import load_suite
 
     try:  # overrides are validated like the YAML
         spec = type(config.serving).model_validate({**config.serving.model_dump(), **overrides})
@@ -53,7 +53,7 @@ def build_server(config: PipelineConfig, ws: Workspace, *, source: ModelSource |
     contract = build_contract(config, suite, feast_lookup=spec.feast_lookup, max_rows=spec.max_rows)
     online = None
     if spec.feast_lookup:
-        from mlflywheel.serving.online import feast_lookup
+        from mlflywheel.services.online import feast_lookup
 
         online = feast_lookup(ws, config, ttl_s=spec.feature_cache_ttl_s)
     path = Path(spec.log_path) if spec.log_path else log_path(ws, config.name)

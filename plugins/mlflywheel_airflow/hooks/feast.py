@@ -9,7 +9,7 @@ from mlflywheel_airflow.hooks._base import FlywheelHook
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
 
 class FeastHook(FlywheelHook):
@@ -28,7 +28,7 @@ class FeastHook(FlywheelHook):
     def workspace(self) -> Workspace:
         import dataclasses
 
-        from mlflywheel.settings import Workspace
+        from mlflywheel.services.settings import Workspace
 
         ws = Workspace.from_env()
         conn = self.connection()
@@ -36,7 +36,7 @@ class FeastHook(FlywheelHook):
         return dataclasses.replace(ws, feature_repo_path=repo) if repo else ws
 
     def get_conn(self) -> FeatureStore:
-        from mlflywheel.features import load_store
+        from mlflywheel.services.features import load_store
 
         return load_store(self.workspace())
 

@@ -9,7 +9,7 @@ from mlflywheel_airflow.hooks._base import FlywheelHook
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
 
 
 class MlflowHook(FlywheelHook):
@@ -39,14 +39,14 @@ class MlflowHook(FlywheelHook):
         """The workspace with this connection's tracking URI applied."""
         import dataclasses
 
-        from mlflywheel.settings import Workspace
+        from mlflywheel.services.settings import Workspace
 
         ws = Workspace.from_env()
         uri = self.tracking_uri()
         return dataclasses.replace(ws, mlflow_tracking_uri=uri) if uri else ws
 
     def get_conn(self) -> MlflowClient:
-        from mlflywheel import tracking
+        from mlflywheel.services import tracking
 
         return tracking.client(self.workspace())
 

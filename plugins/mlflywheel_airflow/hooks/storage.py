@@ -11,7 +11,7 @@ MinIO or another S3 API). Without the variables nothing here runs.
 Mirroring downloads to a temporary name and renames, so a reader never sees half a file, and
 skips an object whose ETag and size match what was downloaded before (kept next to the file
 in ``.<name>.s3.json``; readers skip dot files). A required partition that is not in the
-bucket raises :class:`~mlflywheel.errors.DataNotFound` naming the key: late data, retried.
+bucket raises :class:`~mlflywheel.services.errors.DataNotFound` naming the key: late data, retried.
 
 Uploads put the data files first and ``_manifest.json`` last, after removing the old manifest
 and then the previous run's leftover files: a reader that waits for the manifest never sees a
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlflywheel.config import PipelineConfig
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.config import PipelineConfig
+    from mlflywheel.services.settings import Workspace
 
 log = logging.getLogger(__name__)
 DEFAULT_CONN_ID = "aws_default"
@@ -49,7 +49,7 @@ class S3Location:
 
     @classmethod
     def parse(cls, uri: str, variable: str) -> S3Location:
-        from mlflywheel.errors import ConfigError
+        from mlflywheel.services.errors import ConfigError
 
         match = re.fullmatch(r"s3a?://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?", uri.strip())
         if not match:
@@ -112,8 +112,8 @@ def mirror_landing(config: PipelineConfig, ws: Workspace, *, start: dt.datetime,
         ConfigError: the URI is not ``s3://...`` or ``data.landing`` is an absolute path.
         DataNotFound: an interval day has no object in the bucket (names the key).
     """
-    from mlflywheel.data.io import PART, landing_dir
-    from mlflywheel.errors import ConfigError, DataNotFound
+    from mlflywheel.services.data.io import PART, landing_dir
+    from mlflywheel.services.errors import ConfigError, DataNotFound
 
     if not ws.landing_uri:
         return {"source": None, "downloaded": [], "unchanged": [], "days": []}

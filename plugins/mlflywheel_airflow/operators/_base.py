@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from mlflywheel.config import PipelineConfig
+    from mlflywheel.services.config import PipelineConfig
 
 T = TypeVar("T")
 #: Data interval of the run; an asset-triggered run has none and falls back to run_after.
@@ -44,8 +44,8 @@ class PipelineOperator(BaseOperator):
 
     @cached_property
     def config(self) -> PipelineConfig:
-        from mlflywheel.config import load_pipeline
-        from mlflywheel.settings import Workspace
+        from mlflywheel.services.config import load_pipeline
+        from mlflywheel.services.settings import Workspace
 
         return load_pipeline(Workspace.from_env().pipelines_dir / f"{self.pipeline}.yaml")
 
@@ -62,7 +62,7 @@ class PipelineOperator(BaseOperator):
         """Mirror the landing partitions this step reads from ``FLYWHEEL_LANDING_URI`` (when set)."""
         if not self.reads_landing:
             return
-        from mlflywheel.settings import Workspace
+        from mlflywheel.services.settings import Workspace
 
         ws = Workspace.from_env()
         if not ws.landing_uri:  # local landing zone: nothing to mirror, nothing to compute
@@ -81,7 +81,7 @@ class PipelineOperator(BaseOperator):
         """Call the core; deterministic failures (bad data, bad config) fail without retries."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from mlflywheel.errors import FlywheelError
+        from mlflywheel.services.errors import FlywheelError
 
         try:
             return func(*args, **kwargs)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.bases.notifier import BaseNotifier
 
-    from mlflywheel.settings import Workspace
+    from mlflywheel.services.settings import Workspace
     from mlflywheel_airflow.hooks.mlflow import MlflowHook
 
 #: keys of the check result copied into the asset event's extra
@@ -30,7 +30,7 @@ EVENT_KEYS = ("pipeline", "check_id", "as_of", "reasons", "drifted_features", "d
 class DriftCheckOperator(PipelineOperator):
     """Compare the newest data with the ``@champion``'s training snapshot; write the verdict.
 
-    One core call (``mlflywheel.drift.check.run_drift_check``): statistics per input, score
+    One core call (``mlflywheel.stages.drift_check.check.run_drift_check``): statistics per input, score
     and live-metric drift, the Evidently report, history and chart, an MLflow run in
     ``flywheel/<pipeline>/drift``, and the decision (``retrain``, ``no_drift``,
     ``suppressed`` or ``skipped``) with its reasons. The check time is the interval end.
@@ -86,7 +86,7 @@ class DriftCheckOperator(PipelineOperator):
         return days
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel.drift.check import run_drift_check
+        from mlflywheel.stages.drift_check.check import run_drift_check
         from mlflywheel_airflow.operators._base import _parse_time
 
         # A cron-triggered check has a point, not an interval: the check time is its end.

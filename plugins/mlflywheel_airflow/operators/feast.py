@@ -56,8 +56,8 @@ class MaterializeFeaturesOperator(PipelineOperator):
         return days
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel import tracking
-        from mlflywheel.features import materialize_and_snapshot
+        from mlflywheel.services import tracking
+        from mlflywheel.services.features import materialize_and_snapshot
         from mlflywheel_airflow.operators.drift import drift_trigger_extras
 
         start, end = self.interval()

@@ -70,7 +70,7 @@ class TrainModelOperator(_MlflowOperator):
         self.if_exists = check_if_exists(if_exists, IF_EXISTS)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel.train import train
+        from mlflywheel.stages.train import train
 
         features = _require(self.features, ("run_key", "snapshot"), "features")
         self._run_key = features["run_key"]
@@ -82,7 +82,7 @@ class TrainModelOperator(_MlflowOperator):
 
     def on_kill(self) -> None:
         """Mark the MLflow run of this training as KILLED instead of leaving it RUNNING."""
-        from mlflywheel import tracking
+        from mlflywheel.services import tracking
 
         run_key = getattr(self, "_run_key", None)
         if run_key:
@@ -112,7 +112,7 @@ class EvaluateGateOperator(_MlflowOperator, SkipMixin):
         self.training = training
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel.evaluate import REJECTED, evaluate_gate
+        from mlflywheel.stages.evaluate_gate import REJECTED, evaluate_gate
 
         training = _require(self.training, ("run_id", "model_uri", "snapshot"), "training")
         verdict = self.call_core(evaluate_gate, self.config, self.hook.workspace(), run_id=training["run_id"],
@@ -151,7 +151,7 @@ class RegisterModelOperator(_MlflowOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from mlflywheel.registry import register
+        from mlflywheel.services.registry import register
 
         verdict = _require(self.verdict, ("decision", "run_id", "model_uri", "run_key"), "verdict")
         if verdict["decision"] != "approved":

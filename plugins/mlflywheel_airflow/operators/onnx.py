@@ -38,7 +38,7 @@ class ExportQuantizeOperator(_MlflowOperator):
         self.if_exists = check_if_exists(if_exists, ("skip", "replace"))
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel.export import export_version
+        from mlflywheel.stages.export_quantize import export_version
 
         registered = _require(self.registered, ("name", "version"), "registered")
         return self.call_core(export_version, self.config, self.hook.workspace(), version=str(registered["version"]),
@@ -70,7 +70,7 @@ class BenchmarkOperator(_MlflowOperator, SkipMixin):
         self.if_exists = check_if_exists(if_exists, ("skip", "replace"))
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel.benchmark import benchmark_version
+        from mlflywheel.stages.benchmark import benchmark_version
 
         exported = _require(self.exported, ("name", "version"), "exported")
         verdict = self.call_core(benchmark_version, self.config, self.hook.workspace(),
@@ -108,7 +108,7 @@ class OnnxInferenceOperator(_MlflowOperator):
         self.batch_size = batch_size
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel.infer import score_parquet
+        from mlflywheel.services.infer import score_parquet
 
         return self.call_core(score_parquet, self.config, self.hook.workspace(), alias=self.alias,
                               input_path=self.input_path, output_path=self.output_path, batch_size=self.batch_size)

@@ -62,7 +62,7 @@ class DeployCanaryOperator(_MlflowOperator):
         return ModelServerHook(self.model_server_conn_id)
 
     def _log_path(self) -> str:
-        from mlflywheel.serving.predlog import log_path
+        from mlflywheel.services.predlog import log_path
 
         spec = self.config.serving.log_path
         return str(self.prediction_log or (Path(spec) if spec else log_path(self.hook.workspace(), self.config.name)))
@@ -70,7 +70,7 @@ class DeployCanaryOperator(_MlflowOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlflywheel.deploy import start
+        from mlflywheel.stages.deploy_canary.controller import start
 
         benchmarked = _require(self.benchmarked, ("name", "version", "decision"), "benchmarked")
         if benchmarked["decision"] != "approved":
@@ -84,7 +84,7 @@ class DeployCanaryOperator(_MlflowOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from mlflywheel.deploy import run_step
+        from mlflywheel.stages.deploy_canary.controller import run_step
 
         if not event or event.get("status") != "success" or "state" not in event:
             self._abort((event or {}).get("state"), f"bake trigger ended without success: {event!r:.300}")
@@ -135,7 +135,7 @@ class DeployCanaryOperator(_MlflowOperator):
         return super().resume_execution(next_method, next_kwargs, context)
 
     def _abort(self, state: dict[str, Any] | None, reason: str) -> None:
-        from mlflywheel.deploy import abort
+        from mlflywheel.stages.deploy_canary.controller import abort
 
         if state and state.get("version"):
             abort(self.hook.workspace(), self.config, self.hook.get_conn(), state["version"], reason)
@@ -172,8 +172,8 @@ class RollbackOperator(_MlflowOperator):
         self.to_version = to_version
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel import tracking
-        from mlflywheel.rollout import restore_previous
+        from mlflywheel.services import tracking
+        from mlflywheel.stages.deploy_canary.analysis import restore_previous
 
         ws = self.hook.workspace()
         target = str(self.to_version).strip() if self.to_version not in (None, "", "None") else None

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
     """Score the data interval's rows with ``<model>@<alias>`` on Spark and publish them.
 
-    Submits ``mlflywheel/batch/job.py`` with spark-submit through the connection
+    Submits ``mlflywheel/stages/batch_score/job.py`` with spark-submit through the connection
     ``conn_id`` (type ``spark``: host ``local[*]``, or ``spark://host:7077`` for a standalone
     cluster, ``yarn``, ``k8s://...``; no connection at all means ``local[*]``),
     with the pipeline's Spark settings (``batch.spark_conf`` and ``conf`` win). Each day of
@@ -85,8 +85,8 @@ class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
 
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-        from mlflywheel.batch import job
-        from mlflywheel.batch.session import spark_conf
+        from mlflywheel.stages.batch_score import job
+        from mlflywheel.stages.batch_score.session import spark_conf
         from mlflywheel_airflow.hooks.storage import upload_predictions
 
         start, end = self.interval()

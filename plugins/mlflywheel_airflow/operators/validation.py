@@ -31,8 +31,8 @@ class ValidateDataOperator(_MlflowOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from mlflywheel.errors import DataValidationError
-        from mlflywheel.validate import validate_landing
+        from mlflywheel.services.errors import DataValidationError
+        from mlflywheel.stages.validate import validate_landing
 
         start, end = self.interval()
         try:
