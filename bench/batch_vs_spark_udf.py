@@ -83,12 +83,13 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from mlflywheel.services.data.io import partition_path
+    from mlflywheel.services.dataset import model_inputs
     from mlflywheel.services.runtime import OnnxModel, sha256_file
+    from mlflywheel.services.served import Served
     from mlflywheel.services.settings import Workspace
     from mlflywheel.stages.batch_score.job import score_day
     from mlflywheel.stages.batch_score.session import get_session
-    from mlflywheel.stages.export_quantize import Served, export_variants
-    from mlflywheel.stages.train.core import model_inputs
+    from mlflywheel.stages.export_quantize import export_variants
     from mlflywheel.stages.train.sklearn import build
 
     tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-batch-"))

@@ -33,12 +33,12 @@ def main() -> None:
 
     from mlflywheel.services.config import load_pipeline
     from mlflywheel.services.data.generate import write_landing
-    from mlflywheel.services.features import materialize_and_snapshot
+    from mlflywheel.services.dataset import holdout_split, model_inputs
     from mlflywheel.services.runtime import OnnxModel
     from mlflywheel.services.settings import Workspace
     from mlflywheel.stages import benchmark
     from mlflywheel.stages.export_quantize import export_variants
-    from mlflywheel.stages.train.core import holdout_split, model_inputs
+    from mlflywheel.stages.feature_materialize import materialize_and_snapshot
     from mlflywheel.stages.train.sklearn import build
 
     with tempfile.TemporaryDirectory() as tmp:

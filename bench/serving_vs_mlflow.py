@@ -61,10 +61,10 @@ def prepare(home: Path) -> dict[str, Any]:
 
     from mlflywheel.services.config import load_pipeline
     from mlflywheel.services.data.generate import write_landing
-    from mlflywheel.services.features import materialize_and_snapshot
+    from mlflywheel.services.dataset import holdout_split, model_inputs
     from mlflywheel.services.settings import Workspace
     from mlflywheel.stages.export_quantize import export_variants
-    from mlflywheel.stages.train.core import holdout_split, model_inputs
+    from mlflywheel.stages.feature_materialize import materialize_and_snapshot
     from mlflywheel.stages.train.sklearn import build
     from tests.helpers import publish_onnx_version
 

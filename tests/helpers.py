@@ -33,8 +33,8 @@ def ctr_frame(days: int = 3) -> pd.DataFrame:
 def ctr_hgb(frame: pd.DataFrame, max_iter: int = 30) -> tuple[Any, Any]:
     """The ``ctr`` pipeline config switched to HistGradientBoosting, and the model fitted on ``frame``."""
     from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.dataset import model_inputs
     from mlflywheel.services.settings import project_root
-    from mlflywheel.stages.train.core import model_inputs
     from mlflywheel.stages.train.sklearn import build
 
     config = load_pipeline(project_root() / "include" / "pipelines" / "ctr.yaml")
@@ -126,9 +126,9 @@ def running_server(ctr: SimpleNamespace, log_path: Path, *, aliases: dict[str, s
 
     from mlflywheel.services.predlog import PredictionLog
     from mlflywheel.services.settings import Workspace
+    from mlflywheel.services.suites import load_suite
     from mlflywheel.serving.app import ModelServer
     from mlflywheel.serving.contract import build_contract
-    from mlflywheel.stages.validate import load_suite
 
     config = ctr.config
     serving = config.serving.model_copy(update={"feast_lookup": online is not None, "poll_interval_s": 3600, **spec})
@@ -155,10 +155,10 @@ def train_champion(ws: Any, config: Any, until: dt.date) -> dict[str, Any]:
     ``until`` is materialized, trained, gated, registered (the first version becomes
     ``@champion``) and exported. Returns the snapshot and the version."""
     from mlflywheel.services import tracking
-    from mlflywheel.services.features import materialize_and_snapshot
     from mlflywheel.services.registry import register
     from mlflywheel.stages.evaluate_gate import evaluate_gate
     from mlflywheel.stages.export_quantize import export_version
+    from mlflywheel.stages.feature_materialize import materialize_and_snapshot
     from mlflywheel.stages.train import train
 
     end = dt.datetime.combine(until, dt.time(), tzinfo=dt.UTC)

@@ -79,7 +79,7 @@ def _landing(ws, config, day) -> pd.DataFrame:
 
 def test_scores_equal_feast_point_in_time_features_through_onnx(champion, spark):
     """Features joined in Spark are the rows Feast gave training: no training-serving skew."""
-    from mlflywheel.stages.export_quantize import load_version
+    from mlflywheel.services.served import load_version
 
     ws, config, snapshot, version = champion
     summary = _run(spark, ws, config, LAST_DAY)

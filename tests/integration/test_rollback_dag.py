@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from mlflywheel.services import tracking
+from mlflywheel.services import deployments, tracking
 from mlflywheel.services.settings import Workspace
-from mlflywheel.stages.deploy_canary import analysis as rollout
 from tests import helpers
 from tests.helpers import run_dag
 
@@ -31,7 +30,7 @@ def test_the_ui_rollback_restores_the_previous_champion_and_refuses_a_bad_target
                                {"reason": "v2 scores drifted"})
     assert (state, states) == ("success", {"rollback": "success"})
     assert str(client.get_model_version_by_alias(config.model_name, "champion").version) == v1
-    last = json.loads(rollout.ledger_path(ws, config).read_text().splitlines()[-1])
+    last = json.loads(deployments.ledger_path(ws, config).read_text().splitlines()[-1])
     assert (last["champion"], last["reason"]) == (v1, "v2 scores drifted")
 
     state, states, _ = run_dag("flywheel_rollback.py", "build_rollback_dag", config,

@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from mlflywheel.services import tracking
-from mlflywheel.stages.deploy_canary import analysis as rollout
+from mlflywheel.services import deployments, tracking
 from mlflywheel.stages.deploy_canary import controller as deploy
 from tests import helpers
 from tests.integration.test_serving_server import Load, Server, registry  # noqa: F401 (fixture)
@@ -62,7 +61,7 @@ def test_healthy_canary_is_promoted_through_the_steps_and_a_diverging_one_rolled
     assert aliases == {"champion": same, "previous_champion": "1"}
     verdict = json.loads(open(diverging[-1]["verdict_path"]).read())
     assert verdict["action"] == "rollback" and verdict["canary_version"] == other
-    events = [json.loads(line)["event"] for line in rollout.ledger_path(ws, config).read_text().splitlines()]
+    events = [json.loads(line)["event"] for line in deployments.ledger_path(ws, config).read_text().splitlines()]
     assert events[-3:] == ["deploy", "analysis:rollback", "deploy"]
 
 

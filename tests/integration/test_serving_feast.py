@@ -10,9 +10,10 @@ import pytest
 
 from mlflywheel.services.config import load_pipeline
 from mlflywheel.services.data.generate import write_landing
-from mlflywheel.services.features import load_store, materialize_and_snapshot, offline_source_dir
+from mlflywheel.services.features import load_store, offline_source_dir
 from mlflywheel.services.online import feast_lookup
 from mlflywheel.services.settings import Workspace
+from mlflywheel.stages.feature_materialize import materialize_and_snapshot
 from tests import helpers
 
 pytestmark = pytest.mark.integration

@@ -45,12 +45,9 @@ def _project_keys(redis_db) -> list[bytes]:
 def test_materialize_into_redis_and_read_the_point_in_time_values_back(redis_ws, ctr_onnx):
     from mlflywheel.services.config import load_pipeline
     from mlflywheel.services.data.generate import write_landing
-    from mlflywheel.services.features import (
-        load_store,
-        materialize_and_snapshot,
-        offline_source_dir,
-    )
+    from mlflywheel.services.features import load_store, offline_source_dir
     from mlflywheel.services.online import feast_lookup
+    from mlflywheel.stages.feature_materialize import materialize_and_snapshot
     from tests import helpers
 
     ws, redis_db = redis_ws
@@ -106,7 +103,8 @@ def test_projects_do_not_see_each_others_rows(redis_ws, monkeypatch):
     """A second project on the same Redis db reads nothing of the first one's rows."""
     from mlflywheel.services.config import load_pipeline
     from mlflywheel.services.data.generate import write_landing
-    from mlflywheel.services.features import apply_repo, load_store, materialize_and_snapshot
+    from mlflywheel.services.features import apply_repo, load_store
+    from mlflywheel.stages.feature_materialize import materialize_and_snapshot
 
     ws, redis_db = redis_ws
     config = load_pipeline(ws.pipelines_dir / "ctr.yaml")

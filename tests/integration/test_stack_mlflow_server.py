@@ -108,7 +108,7 @@ def test_champion_loads_as_onnx_through_the_server(trained):
     import mlflow
 
     from mlflywheel.services import tracking
-    from mlflywheel.stages.export_quantize import load_version
+    from mlflywheel.services.served import load_version
 
     ws = dataclasses.replace(trained["ws"], mlflow_tracking_uri=trained["server"].url)
     config = trained["config"]

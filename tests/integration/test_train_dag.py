@@ -110,7 +110,7 @@ def test_first_run_registers_a_champion(fraud):
     # export_quantize: the version carries its ONNX graph, runnable through the registry alias
     assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
     assert mv.tags["flywheel.onnx.int8.published"] == "false"
-    from mlflywheel.stages.export_quantize import load_version
+    from mlflywheel.services.served import load_version
 
     model = load_version(ws, config.model_name, mv.version)
     assert model.sha256 == mv.tags["flywheel.onnx.fp32.sha256"]
@@ -213,7 +213,7 @@ def test_inference_scores_with_the_alias_on_cpu_without_failing(fraud, tmp_path)
     from mlflywheel.services.errors import RegistryError, SchemaMismatch
     from mlflywheel.services.infer import score_parquet
     from mlflywheel.services.registry import alias_version
-    from mlflywheel.stages.export_quantize import load_version
+    from mlflywheel.services.served import load_version
 
     ws, config, _, _ = fraud
     (snapshot,) = ws.snapshots_dir.joinpath(config.name).glob("*/frame.parquet")

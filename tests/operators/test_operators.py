@@ -132,7 +132,7 @@ def test_missing_landing_data_is_left_to_retry():
 def test_materialize_window(window, expected):
     op = _rendered(MaterializeFeaturesOperator(task_id="f", pipeline="fraud", window_days=window))
     snapshot = {"uri": "/s", "digest": "d", "rows": 1}
-    with mock.patch("mlflywheel.services.features.materialize_and_snapshot", return_value={"snapshot": snapshot}) as core:
+    with mock.patch("mlflywheel.stages.feature_materialize.materialize_and_snapshot", return_value={"snapshot": snapshot}) as core:
         result = op.execute({})
     assert core.call_args.kwargs == {"interval_end": END, "window_days": expected}
     assert result["run_key"] == f"fraud/20260510T0000Z-20260511T0000Z/w{expected}"

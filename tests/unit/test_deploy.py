@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from mlflywheel.services import tracking
+from mlflywheel.services import deployments, tracking
+from mlflywheel.services.model_server import ServerUnavailable
 from mlflywheel.services.predlog import Prediction, PredictionLog
 from mlflywheel.services.settings import Workspace
-from mlflywheel.stages.deploy_canary import analysis as rollout
 from mlflywheel.stages.deploy_canary import controller as deploy
 from tests import helpers
 from tests.unit.test_rollout import aliases, scrape
@@ -54,7 +54,7 @@ def test_start_fails_closed_without_a_server_or_a_champion(rollout_ws):
     first = deploy.start(ws, config, client, version=v2, metrics_url=NO_SERVER, log=log)
     assert first["decision"] == "skipped" and "no @champion" in first["reasons"][0]
     assert aliases(client, config.model_name) == {}
-    ledger = [json.loads(line) for line in rollout.ledger_path(ws, config).read_text().splitlines()]
+    ledger = [json.loads(line) for line in deployments.ledger_path(ws, config).read_text().splitlines()]
     assert [e["event"] for e in ledger] == ["deploy_canary:skipped"] * 3
     assert json.loads(json.dumps(state)) == state
 
@@ -99,7 +99,7 @@ def test_erroring_canary_is_rolled_back_at_the_first_analysis(rollout_ws, monkey
     assert out["decision"] == "rollback" and out["reasons"][0] == "error_rate 0.2 > 0.01"
     assert aliases(client, config.model_name) == {"champion": v1}
     assert client.get_registered_model(config.model_name).tags["flywheel.canary_weight"] == "0"
-    ledger = [json.loads(line)["event"] for line in rollout.ledger_path(ws, config).read_text().splitlines()]
+    ledger = [json.loads(line)["event"] for line in deployments.ledger_path(ws, config).read_text().splitlines()]
     assert ledger == ["deploy", "analysis:rollback", "deploy"]
 
 
@@ -113,21 +113,21 @@ def test_an_unreadable_server_mid_rollout_rolls_back(rollout_ws, monkeypatch):
 
 
 def _unreadable(url):
-    raise deploy.ServerUnavailable(f"model server metrics at {url}/metrics unreadable: refused")
+    raise ServerUnavailable(f"model server metrics at {url}/metrics unreadable: refused")
 
 
 def test_cli_rollback_restores_the_previous_champion(rollout_ws, capsys):
     from mlflywheel.tools import cli
 
     ws, config, client, v1, v2, log = rollout_ws
-    rollout.set_canary(ws, config, client, v2, 100, "step")
-    rollout.promote(ws, config, client, v2, "all steps passed")
+    deployments.set_canary(ws, config, client, v2, 100, "step")
+    deployments.promote(ws, config, client, v2, "all steps passed")
     assert cli.main(["rollback", config.name]) == 0
     assert aliases(client, config.model_name) == {"champion": v1, "previous_champion": v2}
     assert json.loads(capsys.readouterr().out)["champion"] == v1
     assert cli.main(["rollback", config.name, "--to", v2, "--reason", "v1 misbehaves"]) == 0
     assert aliases(client, config.model_name) == {"champion": v2, "previous_champion": v1}
-    last = json.loads(rollout.ledger_path(ws, config).read_text().splitlines()[-1])
+    last = json.loads(deployments.ledger_path(ws, config).read_text().splitlines()[-1])
     assert (last["event"], last["champion"], last["reason"]) == ("deploy", v2, "v1 misbehaves")
     client.delete_registered_model_alias(config.model_name, "previous_champion")
     assert cli.main(["rollback", config.name]) == 1
@@ -139,12 +139,12 @@ def test_rollback_to_a_missing_or_unexported_version_moves_nothing(rollout_ws):
 
     ws, config, client, v1, v2, _ = rollout_ws
     with pytest.raises(RegistryError, match="has no version '99'; nothing moved"):
-        rollout.restore_previous(ws, config, client, "typo", to_version="99")
+        deployments.restore_previous(ws, config, client, "typo", to_version="99")
     client.set_model_version_tag(config.model_name, v2, "flywheel.onnx.fp32.published", "false")
     with pytest.raises(RegistryError, match=f"v{v2} has no published ONNX variant"):
-        rollout.restore_previous(ws, config, client, "not exported", to_version=v2)
+        deployments.restore_previous(ws, config, client, "not exported", to_version=v2)
     assert aliases(client, config.model_name) == {"champion": v1}
-    assert not rollout.ledger_path(ws, config).exists()
+    assert not deployments.ledger_path(ws, config).exists()
 
 
 def test_shadow_first_bakes_on_shadow_copies_then_routes_traffic(rollout_ws, monkeypatch):

@@ -7,11 +7,11 @@ import pytest
 
 from mlflywheel.services.config import FairnessSpec, GateSpec, MetricLimit
 from mlflywheel.services.errors import GateMisconfigured
+from mlflywheel.services.model_metrics import classification_metrics
 from mlflywheel.stages.evaluate_gate import (
     Check,
     Verdict,
     champion_checks,
-    classification_metrics,
     fairness_checks,
     fairness_gaps,
     output_checks,

@@ -14,9 +14,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from mlflywheel.services import kserve, tracking
+from mlflywheel.services import deployments, kserve, tracking
 from mlflywheel.services.settings import Workspace
-from mlflywheel.stages.deploy_canary import analysis as rollout
 from tests import helpers
 
 pytestmark = pytest.mark.unit
@@ -72,7 +71,7 @@ def _with(config, mode):
 
 def test_off_by_default_writes_nothing(registry):
     ws, config, client, _, v2 = registry
-    rollout.set_canary(ws, config, client, v2, 20.0, "step 0")
+    deployments.set_canary(ws, config, client, v2, 20.0, "step 0")
     assert config.rollout.kserve == "off" and not (ws.reports_dir / config.name / "kserve").exists()
 
 
@@ -83,9 +82,9 @@ def test_every_change_applied_to_the_cluster_as_an_inference_service(registry, m
     monkeypatch.setenv("FLYWHEEL_K8S_API", api.url)
     monkeypatch.setenv("FLYWHEEL_K8S_TOKEN", "t0k")
     try:
-        rollout.set_canary(ws, config, client, v2, 20.0, "step 0")
-        rollout.set_canary(ws, config, client, v2, 50.0, "step 1")
-        rollout.rollback(ws, config, client, "p99")
+        deployments.set_canary(ws, config, client, v2, 20.0, "step 0")
+        deployments.set_canary(ws, config, client, v2, 50.0, "step 1")
+        deployments.rollback(ws, config, client, "p99")
     finally:
         api.close()
     assert [r["path"] for r in api.requests] == ["/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/ctr"] * 3
@@ -111,10 +110,10 @@ def test_a_refused_apply_is_an_error_after_the_ledger_line(registry, monkeypatch
     monkeypatch.setenv("FLYWHEEL_K8S_API", api.url)
     try:
         with pytest.raises(kserve.KServeApplyError, match="answered 403"):
-            rollout.set_canary(ws, config, client, v2, 20.0, "step 0")
+            deployments.set_canary(ws, config, client, v2, 20.0, "step 0")
     finally:
         api.close()
-    last = json.loads(rollout.ledger_path(ws, config).read_text().splitlines()[-1])
+    last = json.loads(deployments.ledger_path(ws, config).read_text().splitlines()[-1])
     assert (last["canary"], last["canary_weight"]) == (v2, 20.0)
 
 
@@ -123,8 +122,8 @@ def test_apply_without_an_api_says_how_to_configure_one(registry, monkeypatch):
     for name in ("FLYWHEEL_K8S_API", "KUBERNETES_SERVICE_HOST"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(kserve.KServeApplyError, match="set FLYWHEEL_K8S_API"):
-        rollout.set_canary(ws, _with(config, "apply"), client, v2, 20.0, "step 0")
+        deployments.set_canary(ws, _with(config, "apply"), client, v2, 20.0, "step 0")
     manifests = _with(config, "manifests")
-    rollout.set_canary(ws, manifests, client, v2, 50.0, "step 1")  # manifests only: no API needed
+    deployments.set_canary(ws, manifests, client, v2, 50.0, "step 1")  # manifests only: no API needed
     current = yaml.safe_load((ws.reports_dir / config.name / "kserve" / "current.yaml").read_text())
     assert current["spec"]["predictor"]["canaryTrafficPercent"] == 50

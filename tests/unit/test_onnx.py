@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from mlflywheel.services.config import ExportSpec, ParityLimits
+from mlflywheel.services.dataset import model_inputs
 from mlflywheel.services.errors import ConfigError, ModelIntegrityError, ParityError, SchemaMismatch
 from mlflywheel.services.runtime import OnnxModel, resolve_providers
 from mlflywheel.stages.export_quantize import export_onnx, export_variants, parity
-from mlflywheel.stages.train.core import model_inputs
 from mlflywheel.stages.train.sklearn import build
 
 pytestmark = pytest.mark.unit
@@ -249,7 +249,7 @@ def test_arrow_batches_and_io_binding_give_the_same_scores(tmp_path, ctr_frame):
 
 
 def test_a_graph_with_other_inputs_than_the_pipeline_is_refused(exported, pipeline_config):
-    from mlflywheel.stages.export_quantize import check_inputs
+    from mlflywheel.services.served import check_inputs
 
     model = OnnxModel(exported)
     check_inputs(model, list(reversed(list(model.inputs))), "ctr v1")  # same set: fine

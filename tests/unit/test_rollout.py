@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mlflywheel.services import tracking
+from mlflywheel.services import deployments, kserve, tracking
 from mlflywheel.services.config import RolloutSpec
 from mlflywheel.services.errors import GateMisconfigured, RegistryError
 from mlflywheel.services.settings import Workspace
@@ -161,45 +161,45 @@ def test_verdict_is_recorded_before_acting_and_the_ledger_answers_what_served_wh
     ws, config, (v1, v2, v3) = workspace
     client = tracking.client(ws)
     name = config.model_name
-    rollout.set_canary(ws, config, client, v2, 5, "step 0")
+    deployments.set_canary(ws, config, client, v2, 5, "step 0")
     verdict = analyse(rollout.parse_metrics(scrape({"1": (2000, 2, 0.002), "2": (450, 50, 0.002)})))
     path = rollout.record(ws, config, verdict, rollout.decide(verdict, STEP, 30))
     saved = json.loads(path.read_text())
     assert saved["action"] == "rollback" and saved["decision"] == "fail" and saved["checks"][1]["passed"] is False
     mid = dt.datetime.now(dt.UTC)
-    rollout.rollback(ws, config, client, "error rate")
+    deployments.rollback(ws, config, client, "error rate")
     assert aliases(client, name) == {"champion": v1}
     assert client.get_model_version(name, v2).tags["flywheel.rollout.result"] == "rolled_back"
-    rollout.set_canary(ws, config, client, v3, 100, "step 3")
-    rollout.promote(ws, config, client, v3, "all steps passed")
+    deployments.set_canary(ws, config, client, v3, 100, "step 3")
+    deployments.promote(ws, config, client, v3, "all steps passed")
     assert aliases(client, name) == {"champion": v3, "previous_champion": v1}
     assert client.get_registered_model(name).tags["flywheel.canary_weight"] == "0"
-    ledger = rollout.ledger_path(ws, config)
+    ledger = deployments.ledger_path(ws, config)
     events = [json.loads(line)["event"] for line in ledger.read_text().splitlines()]
     assert events == ["deploy", "analysis:rollback", "deploy", "deploy", "deploy"]
-    assert rollout.serving_at(ledger, mid) == {**rollout.serving_at(ledger, mid), "champion": v1, "canary": v2,
+    assert deployments.serving_at(ledger, mid) == {**deployments.serving_at(ledger, mid), "champion": v1, "canary": v2,
                                                "canary_weight": 5.0}
-    assert rollout.serving_at(ledger, dt.datetime.now(dt.UTC))["champion"] == v3
-    rollout.restore_previous(ws, config, client, "manual")
+    assert deployments.serving_at(ledger, dt.datetime.now(dt.UTC))["champion"] == v3
+    deployments.restore_previous(ws, config, client, "manual")
     assert aliases(client, name) == {"champion": v1, "previous_champion": v3}
     client.delete_registered_model_alias(name, "previous_champion")
     with pytest.raises(RegistryError, match="has no @previous_champion"):
-        rollout.restore_previous(ws, config, client, "manual")
+        deployments.restore_previous(ws, config, client, "manual")
 
 
 def test_kserve_manifests_per_step(tmp_path, pipeline_config):
     config = pipeline_config("fraud")
-    step = rollout.kserve_manifest(config, storage_uri="s3://models/fraud/v7", canary_percent=20)
+    step = kserve.kserve_manifest(config, storage_uri="s3://models/fraud/v7", canary_percent=20)
     assert step["apiVersion"] == "serving.kserve.io/v1beta1" and step["kind"] == "InferenceService"
     assert step["metadata"]["name"] == "fraud-detector"
     assert step["spec"]["predictor"]["canaryTrafficPercent"] == 20
     assert step["spec"]["predictor"]["model"]["storageUri"] == "s3://models/fraud/v7"
-    full = rollout.kserve_manifest(config, storage_uri="s3://models/fraud/v7", canary_percent=100)
+    full = kserve.kserve_manifest(config, storage_uri="s3://models/fraud/v7", canary_percent=100)
     assert "canaryTrafficPercent" not in full["spec"]["predictor"]
-    written = rollout.write_manifest(step, tmp_path / "isvc.yaml")
+    written = kserve.write_manifest(step, tmp_path / "isvc.yaml")
     assert yaml.safe_load(written.read_text()) == step
     with pytest.raises(ValueError, match="outside 0-100"):
-        rollout.kserve_manifest(config, storage_uri="s3://x", canary_percent=120)
+        kserve.kserve_manifest(config, storage_uri="s3://x", canary_percent=120)
 
 
 def test_step_window_and_label_counts_from_the_prediction_log(tmp_path):

@@ -12,12 +12,8 @@ from mlflywheel.services.data.generate import inject_bad_data
 from mlflywheel.services.data.io import partition_path, write_parquet_atomic
 from mlflywheel.services.errors import ConfigError, DataNotFound, DataValidationError
 from mlflywheel.services.settings import Workspace
-from mlflywheel.stages.validate import (
-    freshness_expectation,
-    load_suite,
-    validate_frame,
-    validate_landing,
-)
+from mlflywheel.services.suites import load_suite
+from mlflywheel.stages.validate import freshness_expectation, validate_frame, validate_landing
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 5, 11, 12, tzinfo=dt.UTC)

@@ -62,3 +62,7 @@ class ParityError(FlywheelError):
 
 class DriftInputError(FlywheelError):
     """The drift monitor's inputs cannot be compared: a missing reference, column or label file."""
+
+
+class ModelNotPublished(RegistryError):
+    """A model version has no published artifact of the kind asked for (no logged model, no ONNX variant)."""

@@ -10,7 +10,11 @@ feature service per model. This module does the imperative part:
 2. :func:`apply_repo` registers the repo's objects (idempotent: Feast diffs and updates).
 3. :func:`materialize` loads the online store up to the interval end.
 4. :func:`training_frame` joins the window's rows to the features point in time with
-   ``get_historical_features`` and writes a Parquet snapshot named by its content digest.
+   ``get_historical_features``.
+
+The ``feature_materialize`` stage (:mod:`mlflywheel.stages.feature_materialize`) runs these
+in order and writes the snapshot; the drift monitor, batch scoring and the model server's
+online lookup use the same store.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import logging
 import os
 import string
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +35,6 @@ from mlflywheel.services.data.io import (
     days_between,
     read_days,
     write_parquet_atomic,
-    write_text_atomic,
 )
 from mlflywheel.services.errors import ConfigError, FeatureError
 
@@ -47,24 +49,6 @@ log = logging.getLogger(__name__)
 FEAST_TS = "event_timestamp"
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A point-in-time training frame: where it is and what it contains."""
-
-    uri: str
-    digest: str
-    rows: int
-    positives: int
-    start: str
-    end: str
-    feature_views: list[str]
-    columns: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-# --- the repo --------------------------------------------------------------------------
 def load_store(ws: Workspace) -> FeatureStore:
     """A ``FeatureStore`` from the repo's ``feature_store.yaml`` (``${FLYWHEEL_HOME}`` filled in)."""
     import yaml
@@ -323,52 +307,3 @@ def training_frame(config: PipelineConfig, ws: Workspace, store: FeatureStore,
     frame = frame.rename(columns={FEAST_TS: data.timestamp})
     ordered = keep + sorted(c for c in frame.columns if c not in keep)
     return frame[ordered].sort_values([data.timestamp, data.id_column], kind="stable").reset_index(drop=True)
-
-
-def write_snapshot(frame: pd.DataFrame, config: PipelineConfig, ws: Workspace, start: dt.date,
-                   end: dt.date) -> Snapshot:
-    """Write ``frame`` once under its digest; an identical frame reuses the existing file."""
-    digest = frame_digest(frame)
-    folder = ws.snapshots_dir / config.name / digest
-    path = folder / "frame.parquet"
-    if not path.is_file():
-        write_parquet_atomic(frame, path)
-    snapshot = Snapshot(uri=str(path), digest=digest, rows=len(frame),
-                        positives=int(frame[config.data.label].sum()), start=start.isoformat(),
-                        end=end.isoformat(), feature_views=[v.name for v in config.features.views],
-                        columns=list(frame.columns))
-    write_text_atomic(json.dumps(snapshot.to_dict(), indent=2), folder / "snapshot.json")
-    return snapshot
-
-
-def materialize_and_snapshot(config: PipelineConfig, ws: Workspace, *, interval_end: dt.datetime,
-                             window_days: int) -> dict[str, Any]:
-    """The ``feature_materialize`` step: tables, apply, materialize, point-in-time snapshot.
-
-    Args:
-        config: the pipeline.
-        ws: the workspace.
-        interval_end: end of the data interval (exclusive); the window ends here.
-        window_days: training window length in days.
-
-    Returns:
-        A JSON-safe summary: snapshot (uri, digest, rows), feature views, rows per view.
-    """
-    end_day = interval_end.astimezone(dt.UTC).date()
-    days = days_between(end_day - dt.timedelta(days=window_days), end_day)
-    store = load_store(ws)
-    applied = apply_repo(store, ws)
-    check_views(store, config)
-    # Feature rows are stamped at the end of each day, so the window's first day needs
-    # the previous day's row.
-    table_days = [days[0] - dt.timedelta(days=1), *days]
-    view_rows = build_feature_tables(config, ws, store, table_days)
-    materialize(store, config, interval_end.astimezone(dt.UTC))
-    frame = training_frame(config, ws, store, days)
-    if frame.empty:
-        raise FeatureError(f"the training frame for {days[0]}..{days[-1]} is empty")
-    snapshot = write_snapshot(frame, config, ws, days[0], days[-1])
-    log.info("snapshot %s: %d rows, %d positives, digest %s", snapshot.uri, snapshot.rows,
-             snapshot.positives, snapshot.digest)
-    return {"snapshot": snapshot.to_dict(), "applied_views": applied,
-            "feature_view_rows": view_rows, "online_until": interval_end.isoformat()}

@@ -34,7 +34,7 @@ def score_parquet(config: PipelineConfig, ws: Workspace, *, alias: str, input_pa
     import pyarrow.parquet as pq
 
     from mlflywheel.services.data.io import write_parquet_atomic
-    from mlflywheel.stages.export_quantize import load_version, resolve_alias
+    from mlflywheel.services.served import load_version, resolve_alias
 
     name = config.model_name
     served = resolve_alias(ws, name, alias)

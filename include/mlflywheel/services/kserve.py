@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflywheel.services.errors import FlywheelError
+from mlflywheel.services.names import CANARY, CHAMPION, TAG_CANARY_WEIGHT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -44,9 +45,7 @@ def storage_uri(client: MlflowClient, name: str, version: str) -> str:
 
 def current_manifest(config: PipelineConfig, client: MlflowClient) -> dict[str, Any] | None:
     """The ``InferenceService`` for the registry's state now (``None`` before any champion)."""
-    from mlflywheel.services.names import CANARY, CHAMPION
     from mlflywheel.services.registry import alias_version
-    from mlflywheel.stages.deploy_canary.analysis import TAG_CANARY_WEIGHT, kserve_manifest
 
     name = config.model_name
     champion, canary = alias_version(client, name, CHAMPION), alias_version(client, name, CANARY)
@@ -58,10 +57,38 @@ def current_manifest(config: PipelineConfig, client: MlflowClient) -> dict[str, 
     return kserve_manifest(config, storage_uri=storage_uri(client, name, champion.version))
 
 
+def kserve_manifest(config: PipelineConfig, *, storage_uri: str, canary_percent: float | None = None,
+                    namespace: str | None = None, runtime: str = "kserve-onnxruntime") -> dict[str, Any]:
+    """An ``InferenceService`` (serving.kserve.io/v1beta1) for one step.
+
+    KServe rolls out by pointing the predictor at the new model with
+    ``canaryTrafficPercent``: the last ready revision keeps the rest. ``None`` (or 100) is a
+    full rollout; a rollback is the champion's ``storage_uri`` with no canary percent.
+    """
+    if canary_percent is not None and not 0 <= canary_percent <= 100:
+        raise ValueError(f"canaryTrafficPercent {canary_percent} outside 0-100")
+    predictor: dict[str, Any] = {"model": {"modelFormat": {"name": "onnx"}, "runtime": runtime,
+                                           "storageUri": storage_uri, "protocolVersion": "v2"}}
+    if canary_percent is not None and canary_percent < 100:
+        predictor["canaryTrafficPercent"] = int(round(canary_percent))
+    name = config.model_name.replace("_", "-")
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": name, "namespace": namespace or config.rollout.kserve_namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "mlflywheel", "flywheel/pipeline": config.name}},
+            "spec": {"predictor": predictor}}
+
+
+def write_manifest(manifest: dict[str, Any], path: Path) -> Path:
+    """The manifest as YAML, written atomically."""
+    import yaml
+
+    from mlflywheel.services.data.io import write_text_atomic
+
+    return write_text_atomic(yaml.safe_dump(manifest, sort_keys=False), path)
+
+
 def sync(ws: Workspace, config: PipelineConfig, client: MlflowClient) -> Path | None:
     """Write (and with ``apply``, apply) the manifest of the current state; its path."""
-    from mlflywheel.stages.deploy_canary.analysis import write_manifest
-
     mode = config.rollout.kserve
     if mode == "off":
         return None

@@ -2,7 +2,7 @@
 
 One poll is one ``get_registered_model`` call (aliases and tags together). When an alias
 moves, the new version is downloaded, hash-checked and loaded through
-:func:`mlflywheel.stages.export_quantize.load_version` in the watcher's thread while the current one keeps
+:func:`mlflywheel.services.served.load_version` in the watcher's thread while the current one keeps
 serving; then the whole deployment (models and routing) is swapped in one assignment, so a
 request sees either the old deployment or the new one, never a mix. A version that fails
 to load or fails its hash check is refused: the alias keeps its current version (or, for a
@@ -14,18 +14,15 @@ the ones in flight during a swap.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlflywheel.services.errors import RegistryError
 from mlflywheel.services.names import CANARY, CHALLENGER, CHAMPION, TAG_SERVE_VARIANT
+from mlflywheel.services.served import variant_precision
 from mlflywheel.serving.routing import RoutingError, RoutingState, parse_routing
-from mlflywheel.stages.export_quantize import variant_precision
 
 if TYPE_CHECKING:
     from mlflywheel.services.config import PipelineConfig
@@ -103,24 +100,14 @@ class MlflowSource:
         return {k: str(v) for k, v in (model.aliases or {}).items()}, dict(model.tags or {})
 
     def load(self, version: str) -> Loaded:
-        from mlflywheel.stages.export_quantize import load_version
+        from mlflywheel.services.served import load_version
 
         mv = self.client.get_model_version(self.model_name, version)
         variant = mv.tags.get(TAG_SERVE_VARIANT, "onnx-fp32")
         precision = variant_precision(variant)
         model = load_version(self.ws, self.model_name, version, precision=precision, providers=self.providers,
                              intra_op_threads=1, expected_features=self.config.feature_columns)
-        _remove_download(model.path)
         return Loaded(version=str(version), model=model, variant=variant)
-
-
-def _remove_download(path: Path) -> None:
-    """ORT holds the graph in memory once the session exists: drop the temporary download."""
-    folder = path.parent
-    while folder.parent != folder and not folder.name.startswith("flywheel-onnx-"):
-        folder = folder.parent
-    if folder.name.startswith("flywheel-onnx-") and Path(tempfile.gettempdir()) in folder.parents:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class ModelWatcher:

@@ -42,8 +42,8 @@ def build_server(config: PipelineConfig, ws: Workspace, *, source: ModelSource |
     from pydantic import ValidationError
 
     from mlflywheel.services.errors import ConfigError
+    from mlflywheel.services.suites import load_suite
     from mlflywheel.serving.models import MlflowSource
-    from mlflywheel.stages.validate import load_suite
 
     try:  # overrides are validated like the YAML
         spec = type(config.serving).model_validate({**config.serving.model_dump(), **overrides})

@@ -184,11 +184,15 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
 
     from mlflywheel.services import tracking
     from mlflywheel.services.data.io import write_text_atomic
+    from mlflywheel.services.dataset import (
+        holdout_split,
+        load_snapshot,
+        model_inputs,
+        snapshot_path,
+    )
     from mlflywheel.services.errors import GateMisconfigured
-    from mlflywheel.services.names import TAG_SERVE_VARIANT
     from mlflywheel.services.runtime import resolve_providers
-    from mlflywheel.stages.export_quantize import load_version
-    from mlflywheel.stages.train.core import holdout_split, load_snapshot, model_inputs
+    from mlflywheel.services.served import load_version
 
     spec = config.benchmark
     if spec.sla is None:
@@ -203,7 +207,7 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
                 "reasons": mv.tags.get("flywheel.benchmark.reasons", ""), "run_id": mv.run_id,
                 "experiment_id": client.get_run(mv.run_id).info.experiment_id}
     digest = mv.tags.get(TAG_DIGEST)
-    _, holdout = holdout_split(load_snapshot(str(ws.snapshots_dir / config.name / str(digest) / "frame.parquet"),
+    _, holdout = holdout_split(load_snapshot(str(snapshot_path(ws, config.name, str(digest))),
                                              digest), config)
     frame = model_inputs(holdout, config)
     providers = resolve_providers(config.export.providers)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mlflywheel.services import tracking
 from mlflywheel.services.config import GATE_METRICS, LOWER_IS_BETTER
 from mlflywheel.services.errors import GateMisconfigured
+from mlflywheel.services.model_metrics import classification_metrics
 from mlflywheel.services.names import TAG_DECISION, TAG_REASONS, tag_value
 
 if TYPE_CHECKING:
@@ -70,26 +71,6 @@ class Verdict:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
-
-
-# --- metrics ---------------------------------------------------------------------------
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
-    """Ranking, calibration and thresholded metrics for a binary classifier."""
-    import numpy as np
-    from sklearn import metrics as m
-
-    pred = (proba >= threshold).astype(int)
-    clipped = np.clip(proba, 1e-7, 1 - 1e-7)
-    return {
-        "roc_auc": float(m.roc_auc_score(y_true, proba)),
-        "pr_auc": float(m.average_precision_score(y_true, proba)),
-        "log_loss": float(m.log_loss(y_true, clipped, labels=[0, 1])),
-        "brier": float(m.brier_score_loss(y_true, proba)),
-        "accuracy": float(m.accuracy_score(y_true, pred)),
-        "precision": float(m.precision_score(y_true, pred, zero_division=0)),
-        "recall": float(m.recall_score(y_true, pred, zero_division=0)),
-        "f1": float(m.f1_score(y_true, pred, zero_division=0)),
-    }
 
 
 def fairness_gaps(y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray, threshold: float,
@@ -205,7 +186,7 @@ def _champion_inputs(model_uri: str, holdout: pd.DataFrame, config: PipelineConf
     """The holdout as the champion's signature wants it (its inputs may differ from ours)."""
     from mlflow.models import get_model_info
 
-    from mlflywheel.stages.train.core import model_inputs
+    from mlflywheel.services.dataset import model_inputs
 
     info = get_model_info(model_uri)
     names = info.signature.inputs.input_names() if info.signature is not None else None
@@ -228,7 +209,7 @@ def evaluate_gate(config: PipelineConfig, ws: Workspace, *, run_id: str, model_u
     Returns:
         ``decision``, ``reasons``, ``verdict_path``, ``verdict_artifact``, metrics of both.
     """
-    from mlflywheel.stages.train.core import holdout_split, load_snapshot
+    from mlflywheel.services.dataset import holdout_split, load_snapshot
 
     gate = config.gate
     if not gate.thresholds:
@@ -248,7 +229,7 @@ def _judge(config: PipelineConfig, ws: Workspace, mlflow_client, *, run_id: str,
 
     gate = config.gate
 
-    from mlflywheel.stages.train.core import model_inputs
+    from mlflywheel.services.dataset import model_inputs
 
     proba = _scores(model_uri, model_inputs(holdout, config))
     checks = output_checks(proba, len(holdout))

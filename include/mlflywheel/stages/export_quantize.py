@@ -25,7 +25,6 @@ from mlflywheel.services.names import (
     PROBABILITIES,
     TAG_DIGEST,
     TAG_ONNX,
-    TAG_SERVE_VARIANT,
     tag_value,
 )
 from mlflywheel.services.runtime import OnnxModel
@@ -297,7 +296,7 @@ def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfi
     import onnx
 
     from mlflywheel.services.data.io import write_text_atomic
-    from mlflywheel.stages.train.core import model_inputs
+    from mlflywheel.services.dataset import model_inputs
 
     out_dir.mkdir(parents=True, exist_ok=True)
     x = model_inputs(holdout, config)
@@ -342,17 +341,6 @@ def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfi
     return manifest
 
 
-
-
-def _model_id(version: Any) -> str:
-    model_id = getattr(version, "model_id", None)
-    if model_id:
-        return model_id
-    if str(version.source).startswith("models:/m-"):
-        return str(version.source).removeprefix("models:/")
-    raise ParityError(f"model version {version.name} v{version.version} has no logged model (source {version.source})")
-
-
 def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: str = "skip") -> dict[str, Any]:
     """The ``export_quantize`` step for one registered version.
 
@@ -369,7 +357,8 @@ def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: 
     from mlflow.models import Model
 
     from mlflywheel.services import tracking
-    from mlflywheel.stages.train.core import holdout_split, load_snapshot
+    from mlflywheel.services.dataset import holdout_split, load_snapshot, snapshot_path
+    from mlflywheel.services.served import model_id
 
     if if_exists not in ("skip", "replace"):
         raise ValueError(f"if_exists must be 'skip' or 'replace', got {if_exists!r}")
@@ -381,7 +370,7 @@ def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: 
             log.info("%s v%s already carries its ONNX variants: skipped", name, version)
             return {"name": name, "version": version, "reused": True, **_tag_summary(mv.tags)}
         digest = mv.tags.get(TAG_DIGEST)
-        snapshot = ws.snapshots_dir / config.name / str(digest) / "frame.parquet"
+        snapshot = snapshot_path(ws, config.name, str(digest))
         train_part, holdout = holdout_split(load_snapshot(str(snapshot), digest), config)
         calibration = train_part.sample(min(2000, len(train_part)), random_state=config.training.seed)
         estimator = mlflow.sklearn.load_model(f"models:/{name}/{version}")
@@ -392,7 +381,7 @@ def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: 
             mlmodel.add_flavor("onnx", onnx_version=onnx.__version__, data="onnx/model-fp32.onnx",
                                providers=list(config.export.providers), onnx_session_options=None, code=None)
             mlmodel.save(str(upload / "MLmodel"))
-            client.log_model_artifacts(_model_id(mv), str(upload))
+            client.log_model_artifacts(model_id(mv), str(upload))
         tags = {f"{TAG_ONNX}.opset": str(manifest["opset"]),
                 f"{TAG_ONNX}.input_schema": json.dumps(manifest["input_schema"])}
         for precision, variant in manifest["variants"].items():
@@ -425,85 +414,3 @@ def _tag_summary(tags: dict[str, str]) -> dict[str, Any]:
                 "parity": json.loads(tags[f"{prefix}.parity"]) if f"{prefix}.parity" in tags else None}
     out["opset"] = int(tags.get(f"{TAG_ONNX}.opset", 0))
     return out
-
-
-@dataclass(frozen=True)
-class Served:
-    """What ``<model>@<alias>`` serves: the version and the variant the benchmark chose."""
-
-    name: str
-    version: str
-    run_id: str
-    variant: str
-    precision: str
-
-
-def resolve_alias(ws: Any, name: str, alias: str) -> Served:
-    """The version behind ``name@alias`` and its serving variant (``flywheel.serve_variant``).
-
-    Raises:
-        RegistryError: the model or the alias does not exist.
-    """
-    from mlflywheel.services import tracking
-    from mlflywheel.services.errors import RegistryError
-    from mlflywheel.services.registry import alias_version
-
-    version = alias_version(tracking.client(ws), name, alias)
-    if version is None:
-        raise RegistryError(f"{name}@{alias} does not exist (registry {ws.registry_uri})")
-    variant = version.tags.get(TAG_SERVE_VARIANT, "onnx-fp32")
-    return Served(name=name, version=str(version.version), run_id=str(version.run_id or ""), variant=variant,
-                  precision=variant_precision(variant))
-
-
-def variant_precision(variant: str) -> str:
-    """``onnx-int8@CPU`` -> ``int8``: the precision part of a ``flywheel.serve_variant`` value."""
-    return variant.split("@")[0].removeprefix("onnx-")
-
-
-def fetch_variant(ws: Any, name: str, version: str, precision: str = "fp32") -> tuple[Path, str]:
-    """Download a version's published ONNX variant; returns the local file and its recorded SHA-256.
-
-    Raises:
-        ParityError: the version has no published variant of that precision.
-    """
-    import tempfile
-
-    import mlflow
-
-    from mlflywheel.services import tracking
-
-    client = tracking.client(ws)
-    mv = client.get_model_version(name, version)
-    prefix = f"{TAG_ONNX}.{precision}"
-    if mv.tags.get(f"{prefix}.published") != "true":
-        raise ParityError(f"{name} v{version} has no published {precision} ONNX variant "
-                          f"({mv.tags.get(f'{prefix}.reason', 'not exported yet')})")
-    location = client.get_logged_model(_model_id(mv)).artifact_location.rstrip("/")
-    with tracking.active(ws):
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{mv.tags[f'{prefix}.path']}",
-                                                   dst_path=tempfile.mkdtemp(prefix="flywheel-onnx-"))
-    return Path(path), mv.tags[f"{prefix}.sha256"]
-
-
-def load_version(ws: Any, name: str, version: str, *, precision: str = "fp32",
-                 expected_features: list[str] | None = None, **options: Any) -> OnnxModel:
-    """An :class:`OnnxModel` for a registered version's published variant, hash-checked.
-
-    With ``expected_features`` (the pipeline's model inputs), a graph whose inputs differ is
-    refused, naming both lists.
-    """
-    path, sha256 = fetch_variant(ws, name, version, precision)
-    model = OnnxModel(path, expected_sha256=sha256, **options)
-    check_inputs(model, expected_features, f"{name} v{version} ({precision})")
-    return model
-
-
-def check_inputs(model: OnnxModel, expected: list[str] | None, what: str) -> None:
-    """Refuse a graph whose inputs are not the pipeline's features (order does not matter)."""
-    from mlflywheel.services.errors import SchemaMismatch
-
-    if expected is not None and sorted(model.inputs) != sorted(expected):
-        raise SchemaMismatch(f"{what}: the ONNX graph takes {sorted(model.inputs)} but the pipeline's features are "
-                             f"{sorted(expected)} (missing {sorted(set(expected) - set(model.inputs))}, "
-                             f"extra {sorted(set(model.inputs) - set(expected))})")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from mlflywheel.services.data.io import write_text_atomic
 from mlflywheel.services.errors import ConfigError, DataValidationError
 from mlflywheel.services.names import TAG_PIPELINE, tag_value
+from mlflywheel.services.suites import load_suite
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,29 +64,6 @@ class ValidationReport:
         return {"suite": self.suite, "rows": self.rows, "evaluated": self.evaluated,
                 "passed": self.passed, "success": self.success, "result_path": self.result_path,
                 "failures": [f.describe() for f in self.failures[:20]]}
-
-
-def load_suite(expectations_dir: Path, name: str) -> dict[str, Any]:
-    """Read ``<expectations_dir>/<name>.json``.
-
-    Raises:
-        ConfigError: the file is missing, is not JSON, or has no ``expectations`` list.
-    """
-    path = Path(expectations_dir) / f"{name}.json"
-    if not path.is_file():
-        raise ConfigError(f"{path}: expectation suite {name!r} not found "
-                          f"(validation.suite in the pipeline config)")
-    try:
-        suite = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list) or not suite["expectations"]:
-        raise ConfigError(f"{path}: expected an object with a non-empty 'expectations' list")
-    for i, exp in enumerate(suite["expectations"]):
-        if not isinstance(exp, dict) or "type" not in exp or not isinstance(exp.get("kwargs", {}), dict):
-            raise ConfigError(f"{path}: expectations[{i}] needs a 'type' and a 'kwargs' object, found {exp!r}")
-    suite.setdefault("name", name)
-    return suite
 
 
 def freshness_expectation(timestamp_column: str, now: dt.datetime, tolerance_minutes: int) -> dict[str, Any]:

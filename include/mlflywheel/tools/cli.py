@@ -325,8 +325,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from mlflywheel.services import tracking
     from mlflywheel.services.config import load_pipeline
+    from mlflywheel.services.deployments import restore_previous
     from mlflywheel.services.errors import RegistryError
-    from mlflywheel.stages.deploy_canary.analysis import restore_previous
 
     ws = Workspace.from_env().ensure()
     config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")

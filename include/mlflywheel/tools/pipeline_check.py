@@ -76,7 +76,7 @@ def landing_columns(config: PipelineConfig) -> dict[str, str]:
 
 def check_suite(config: PipelineConfig, ws: Workspace) -> tuple[Check, set[str] | None]:
     """The suite loads and covers the pipeline's landing columns; returns its column set."""
-    from mlflywheel.stages.validate import load_suite
+    from mlflywheel.services.suites import load_suite
 
     path = ws.expectations_dir / f"{config.validation.suite}.json"
     try:

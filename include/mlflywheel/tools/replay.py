@@ -69,15 +69,15 @@ def held_out_rows(config: PipelineConfig, ws: Workspace, source: str | Path | No
             raise ConfigError(f"{path}: replay source not found")
         return pd.read_parquet(path)
     from mlflywheel.services import tracking
-    from mlflywheel.stages.export_quantize import resolve_alias
-    from mlflywheel.stages.train.core import holdout_split, load_snapshot
+    from mlflywheel.services.dataset import holdout_split, load_snapshot, snapshot_path
+    from mlflywheel.services.served import resolve_alias
 
     mv = resolve_alias(tracking.client(ws), config.model_name, "champion")
     digest = mv.tags.get(TAG_DIGEST)
     if not digest:
         raise ConfigError(f"{config.model_name} v{mv.version} (@champion) has no {TAG_DIGEST} tag: "
                           "pass a Parquet source of rows to replay")
-    frame = load_snapshot(str(ws.snapshots_dir / config.name / digest / "frame.parquet"), digest)
+    frame = load_snapshot(str(snapshot_path(ws, config.name, digest)), digest)
     return holdout_split(frame, config)[1]
 
 

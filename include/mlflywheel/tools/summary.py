@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from mlflywheel.services import tracking
+from mlflywheel.services.dataset import SNAPSHOT_META, snapshot_dir
 from mlflywheel.services.names import (
     TAG_DECISION,
     TAG_DIGEST,
@@ -45,7 +46,7 @@ def run_summary(config: PipelineConfig, ws: Workspace, *, start: dt.datetime, en
     if runs:
         run = runs[0]
         digest = run.data.tags.get(TAG_DIGEST)
-        snap = ws.snapshots_dir / config.name / str(digest) / "snapshot.json"
+        snap = snapshot_dir(ws, config.name, str(digest)) / SNAPSHOT_META
         if snap.is_file():
             out["features"] = json.loads(snap.read_text())
         out["training"] = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,

@@ -27,7 +27,7 @@ class ModelServerHook(FlywheelHook):
         return self.base_url()
 
     def test_connection(self) -> tuple[bool, str]:
-        from mlflywheel.stages.deploy_canary.controller import ready
+        from mlflywheel.services.model_server import ready
 
         url = self.base_url()
         return (True, f"{url} ready") if ready(url) else (False, f"{url}/v2/health/ready did not answer 200")

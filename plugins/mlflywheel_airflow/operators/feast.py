@@ -57,7 +57,7 @@ class MaterializeFeaturesOperator(PipelineOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.services import tracking
-        from mlflywheel.services.features import materialize_and_snapshot
+        from mlflywheel.stages.feature_materialize import materialize_and_snapshot
         from mlflywheel_airflow.operators.drift import drift_trigger_extras
 
         start, end = self.interval()

@@ -173,7 +173,7 @@ class RollbackOperator(_MlflowOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.services import tracking
-        from mlflywheel.stages.deploy_canary.analysis import restore_previous
+        from mlflywheel.services.deployments import restore_previous
 
         ws = self.hook.workspace()
         target = str(self.to_version).strip() if self.to_version not in (None, "", "None") else None

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from mlflywheel.services.config import PipelineConfig
+    from mlflywheel.services.served import Served
     from mlflywheel.services.settings import Workspace
-    from mlflywheel.stages.export_quantize import Served
 
 log = logging.getLogger("mlflywheel.stages.batch_score")
 OUTPUT_COLUMNS = ("score", "decision", "model_name", "model_version", "run_id")
@@ -313,14 +314,15 @@ def run(spark: SparkSession, config: PipelineConfig, ws: Workspace, *, start: dt
         DataNotFound: a landing partition is missing (worth a retry).
     """
     from mlflywheel.services.runtime import OnnxModel
-    from mlflywheel.stages.export_quantize import check_inputs, fetch_variant, resolve_alias
+    from mlflywheel.services.served import check_inputs, fetch_variant, resolve_alias
 
     alias = alias or config.batch.alias
     served = resolve_alias(ws, config.model_name, alias)
-    model_path, sha256 = fetch_variant(ws, served.name, served.version, served.precision)
-    probe = OnnxModel(model_path, expected_sha256=sha256, providers=["CPUExecutionProvider"])
-    check_inputs(probe, config.feature_columns, f"{served.name}@{alias} (v{served.version}, {served.variant})")
-    payload = spark.sparkContext.broadcast(model_path.read_bytes())
+    with tempfile.TemporaryDirectory(prefix="flywheel-onnx-") as tmp:
+        model_path, sha256 = fetch_variant(ws, served.name, served.version, served.precision, Path(tmp))
+        probe = OnnxModel(model_path, expected_sha256=sha256, providers=["CPUExecutionProvider"])
+        check_inputs(probe, config.feature_columns, f"{served.name}@{alias} (v{served.version}, {served.variant})")
+        payload = spark.sparkContext.broadcast(model_path.read_bytes())
     store = None
     if config.batch.source == "features":
         from mlflywheel.services.features import load_store

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflywheel.services.errors import FlywheelError, GateMisconfigured
+from mlflywheel.services import deployments
+from mlflywheel.services.errors import GateMisconfigured
+from mlflywheel.services.model_server import ServerUnavailable, scrape
 from mlflywheel.services.names import CHAMPION, TAG_MODE
 from mlflywheel.stages.deploy_canary import analysis as rollout
 
@@ -36,31 +36,6 @@ if TYPE_CHECKING:
     from mlflywheel.services.settings import Workspace
 
 DONE = ("promote", "rollback", "skipped")
-
-
-class ServerUnavailable(FlywheelError):
-    """The model server could not be reached or read (transient: retried by Airflow)."""
-
-    deterministic = False
-
-
-def scrape(base_url: str, timeout_s: float = 5.0) -> str:
-    """The server's ``/metrics`` text; :class:`ServerUnavailable` with the URL when it cannot be read."""
-    url = f"{base_url.rstrip('/')}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (configured URL)
-            return response.read().decode()
-    except (OSError, urllib.error.URLError) as exc:
-        raise ServerUnavailable(f"model server metrics at {url} unreadable: {exc}") from exc
-
-
-def ready(base_url: str, timeout_s: float = 2.0) -> bool:
-    """``GET /v2/health/ready`` answered 200."""
-    try:
-        with urllib.request.urlopen(f"{base_url.rstrip('/')}/v2/health/ready", timeout=timeout_s) as response:  # noqa: S310
-            return response.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 def _baseline(text: str) -> dict[str, Any]:
@@ -86,7 +61,7 @@ def _traffic(baseline: dict[str, Any], text: str) -> dict[str, rollout.Traffic]:
 def _set_step(ws: Workspace, config: PipelineConfig, client: MlflowClient, version: str, step: rollout.Step,
               reason: str) -> None:
     client.set_registered_model_tag(config.model_name, TAG_MODE, "shadow" if step.mode == "shadow" else "canary")
-    rollout.set_canary(ws, config, client, version, step.weight, reason)
+    deployments.set_canary(ws, config, client, version, step.weight, reason)
 
 
 def start(ws: Workspace, config: PipelineConfig, client: MlflowClient, *, version: str, metrics_url: str,
@@ -116,7 +91,7 @@ def start(ws: Workspace, config: PipelineConfig, client: MlflowClient, *, versio
         except ServerUnavailable as exc:
             reason = f"{exc}: canary not started, @{CHAMPION} v{champion.version} unchanged"
     if reason is not None:
-        rollout.append_ledger(rollout.ledger_path(ws, config), {"event": "deploy_canary:skipped", "model":
+        deployments.append_ledger(deployments.ledger_path(ws, config), {"event": "deploy_canary:skipped", "model":
                               config.model_name, "canary": version, "champion": state["champion"],
                               "reason": reason})
         return {**state, "decision": "skipped", "reasons": [reason]}
@@ -160,9 +135,9 @@ def analyse(ws: Workspace, config: PipelineConfig, client: MlflowClient, state: 
     out = {**state, "decision": action, "reasons": verdict.reasons, "verdict_path": str(path)}
     if action == "rollback":
         client.set_registered_model_tag(config.model_name, TAG_MODE, "canary")
-        rollout.rollback(ws, config, client, f"v{version} step {step.index}: " + "; ".join(verdict.reasons))
+        deployments.rollback(ws, config, client, f"v{version} step {step.index}: " + "; ".join(verdict.reasons))
     elif action == "promote":
-        rollout.promote(ws, config, client, version, f"v{version} passed {len(steps)} steps")
+        deployments.promote(ws, config, client, version, f"v{version} passed {len(steps)} steps")
     elif action == "advance":
         nxt = steps[step.index + 1]
         _set_step(ws, config, client, version, nxt, f"rollout of v{version}: step {nxt.index} "
@@ -194,11 +169,11 @@ def run_step(ws: Workspace, config: PipelineConfig, client: MlflowClient, state:
         text = scrape(state["metrics_url"])
     except ServerUnavailable as exc:
         reason = f"{exc}: canary rolled back, @{CHAMPION} v{state['champion']} unchanged"
-        rollout.append_ledger(rollout.ledger_path(ws, config), {"event": "analysis:rollback", "model":
+        deployments.append_ledger(deployments.ledger_path(ws, config), {"event": "analysis:rollback", "model":
                               config.model_name, "canary": state["version"], "champion": state["champion"],
                               "reasons": [reason]})
         client.set_registered_model_tag(config.model_name, TAG_MODE, "canary")
-        rollout.rollback(ws, config, client, reason)
+        deployments.rollback(ws, config, client, reason)
         return {**state, "decision": "rollback", "reasons": [reason]}
     return analyse(ws, config, client, state, metrics_text=text)
 
@@ -212,4 +187,4 @@ def abort(ws: Workspace, config: PipelineConfig, client: MlflowClient, version: 
     if canary is None or str(canary.version) != str(version):
         return {}
     client.set_registered_model_tag(config.model_name, TAG_MODE, "canary")
-    return rollout.rollback(ws, config, client, reason)
+    return deployments.rollback(ws, config, client, reason)

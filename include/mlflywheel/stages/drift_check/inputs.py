@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mlflywheel.services import tracking
 from mlflywheel.services.data.io import available_days, landing_dir
+from mlflywheel.services.dataset import snapshot_path
 from mlflywheel.services.errors import DriftInputError
 from mlflywheel.services.names import TAG_DIGEST, TAG_SERVE_VARIANT
-from mlflywheel.stages.export_quantize import variant_precision
+from mlflywheel.services.served import variant_precision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,7 +73,7 @@ def find_reference(config: PipelineConfig, ws: Workspace, reference: str = "cham
                                   "its training snapshot cannot be found")
     else:
         digest = reference
-    path = ws.snapshots_dir / config.name / digest / "frame.parquet"
+    path = snapshot_path(ws, config.name, digest)
     if not path.is_file():
         raise DriftInputError(f"{path}: reference snapshot not found (digest {digest!r}"
                               f"{f', from {name} v{version} @champion' if version else ''})")
@@ -93,7 +94,7 @@ def load_reference(ref: Reference, columns: list[str]) -> pd.DataFrame:
 
 def load_model(config: PipelineConfig, ws: Workspace, ref: Reference) -> OnnxModel:
     """The champion's serving variant on the CPU (a drift check scores thousands of rows, not millions)."""
-    from mlflywheel.stages.export_quantize import load_version
+    from mlflywheel.services.served import load_version
 
     precision = variant_precision(ref.serve_variant)
     return load_version(ws, ref.model_name, ref.version, precision=precision, providers=["CPUExecutionProvider"],

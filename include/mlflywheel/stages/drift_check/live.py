@@ -93,7 +93,7 @@ def judge_live(config: PipelineConfig, *, rows: pd.DataFrame, scores: np.ndarray
     ``notes`` (what could not be judged), ``label_rate`` (reference vs live).
     """
 
-    from mlflywheel.stages.evaluate_gate import classification_metrics
+    from mlflywheel.services.model_metrics import classification_metrics
 
     live = config.drift.live
     data = config.data

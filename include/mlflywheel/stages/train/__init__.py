@@ -1,5 +1,5 @@
-"""Trainers. Each builds an estimator from the pipeline config; :func:`train` tracks it in MLflow."""
+"""The ``train`` stage: trainers build an estimator from the pipeline config; :func:`train` tracks it in MLflow."""
 
-from mlflywheel.stages.train.core import holdout_split, train
+from mlflywheel.stages.train.core import train
 
-__all__ = ["holdout_split", "train"]
+__all__ = ["train"]

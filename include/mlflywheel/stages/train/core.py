@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlflywheel.services import tracking
-from mlflywheel.services.errors import FeatureError, FlywheelError
+from mlflywheel.services.dataset import holdout_split, load_snapshot, model_inputs
+from mlflywheel.services.errors import FlywheelError
 from mlflywheel.services.names import (
     TAG_DIGEST,
     TAG_GIT,
@@ -26,7 +27,6 @@ from mlflywheel.services.names import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
 
     from mlflywheel.services.config import PipelineConfig
     from mlflywheel.services.settings import Workspace
@@ -36,50 +36,6 @@ IfExists = Literal["skip", "replace", "fail"]
 MODEL_ARTIFACT = "model"
 
 
-def load_snapshot(uri: str, digest: str | None = None) -> pd.DataFrame:
-    """Read a snapshot, checking its digest when given (a changed file is not the dataset)."""
-    import pandas as pd
-
-    from mlflywheel.services.features import frame_digest
-
-    path = Path(uri)
-    if not path.is_file():
-        raise FeatureError(f"{uri}: feature snapshot not found")
-    frame = pd.read_parquet(path)
-    if digest is not None and (found := frame_digest(frame)) != digest:
-        raise FeatureError(f"{uri}: snapshot digest is {found}, expected {digest}; the file changed")
-    return frame
-
-
-def holdout_split(frame: pd.DataFrame, config: PipelineConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Time-based split: the last ``holdout_days`` days of the window are the holdout."""
-    import pandas as pd
-
-    ts = frame[config.data.timestamp]
-    cutoff = ts.max().normalize() - pd.Timedelta(days=config.training.holdout_days - 1)
-    train, holdout = frame[ts < cutoff], frame[ts >= cutoff]
-    label = config.data.label
-    for name, part in (("training", train), ("holdout", holdout)):
-        if part.empty or part[label].nunique() < 2:
-            raise FeatureError(
-                f"the {name} part of the snapshot (cutoff {cutoff:%Y-%m-%d}) has {len(part)} rows and "
-                f"labels {sorted(part[label].unique().tolist())}; both classes are needed")
-    return train, holdout
-
-
-def model_inputs(frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
-    """The model's input columns in a fixed order, numerics as float32.
-
-    float32 is the input contract of the exported ONNX graph (and of GPUs); training on the
-    same precision puts every split threshold between float32-representable values, so the
-    export reproduces the native model instead of flipping splits where two float64 values
-    round to one float32. Integers become floats too: a count is missing for an entity
-    with no feature row yet.
-    """
-    missing = [c for c in config.feature_columns if c not in frame.columns]
-    if missing:
-        raise FeatureError(f"model inputs {missing} are not columns of the frame (has {sorted(frame.columns)})")
-    return frame[config.feature_columns].astype({c: "float32" for c in config.training.numeric})
 
 
 def find_run(mlflow_client, experiment: str, key: str, digest: str):
@@ -113,7 +69,7 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
     import numpy as np
     from mlflow.models import infer_signature
 
-    from mlflywheel.stages.evaluate_gate import classification_metrics
+    from mlflywheel.services.model_metrics import classification_metrics
     from mlflywheel.stages.train.sklearn import build
 
     mlflow_client = tracking.client(ws)
