@@ -155,10 +155,10 @@ def train_champion(ws: Any, config: Any, until: dt.date) -> dict[str, Any]:
     ``until`` is materialized, trained, gated, registered (the first version becomes
     ``@champion``) and exported. Returns the snapshot and the version."""
     from mlflywheel.services import tracking
-    from mlflywheel.services.registry import register
     from mlflywheel.stages.evaluate_gate import evaluate_gate
     from mlflywheel.stages.export_quantize import export_version
     from mlflywheel.stages.feature_materialize import materialize_and_snapshot
+    from mlflywheel.stages.register import register
     from mlflywheel.stages.train import train
 
     end = dt.datetime.combine(until, dt.time(), tzinfo=dt.UTC)

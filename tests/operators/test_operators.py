@@ -209,14 +209,14 @@ def test_gate_that_cannot_judge_fails_without_retry():
 def test_register_refuses_anything_but_approved():
     op = _rendered(RegisterModelOperator(task_id="register", pipeline="fraud",
                                          verdict={**VERDICT, "decision": "rejected", "reasons": ["x"]}))
-    with mock.patch("mlflywheel.services.registry.register") as core, pytest.raises(AirflowFailException, match="rejected"):
+    with mock.patch("mlflywheel.stages.register.register") as core, pytest.raises(AirflowFailException, match="rejected"):
         op.execute({})
     core.assert_not_called()
 
 
 def test_register_passes_the_run_key():
     op = _rendered(RegisterModelOperator(task_id="register", pipeline="fraud", verdict=VERDICT))
-    with mock.patch("mlflywheel.services.registry.register", return_value={"version": "3"}) as core:
+    with mock.patch("mlflywheel.stages.register.register", return_value={"version": "3"}) as core:
         op.execute({})
     assert core.call_args.kwargs == {"run_id": "r1", "model_uri": "models:/m-1", "run_key": "fraud/k",
                                      "if_exists": "skip"}

@@ -221,7 +221,7 @@ def validate_landing(config, ws, *, start: dt.datetime, end: dt.datetime,
                      now: dt.datetime | None = None) -> dict[str, Any]:
     """The ``validate`` step: the suite on the landing partitions of days in ``[start, end)``.
 
-    At least one day is validated (``end - 1 day`` when the interval is shorter than a day).
+    At least one day is validated (:func:`~mlflywheel.services.data.io.interval_days`).
     The result is written to ``reports/<pipeline>/validation/<first>_<last>.json`` and recorded
     as an MLflow run (:func:`record_result`), pass or fail, before the decision.
 
@@ -229,11 +229,9 @@ def validate_landing(config, ws, *, start: dt.datetime, end: dt.datetime,
         DataValidationError: with every failed expectation; nothing downstream should run.
         DataNotFound: a partition of the interval is not in the landing zone.
     """
-    from mlflywheel.services.data.io import days_between, landing_dir, read_days
+    from mlflywheel.services.data.io import interval_days, landing_dir, read_days
 
-    first = start.astimezone(dt.UTC).date()
-    last = end.astimezone(dt.UTC).date()
-    days = days_between(first, last) or [last - dt.timedelta(days=1)]
+    days = interval_days(start, end)
     suite = load_suite(ws.expectations_dir, config.validation.suite)
     frame = read_days(config, ws, days)
     now = now or dt.datetime.now(dt.UTC)

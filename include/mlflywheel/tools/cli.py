@@ -323,16 +323,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from mlflywheel.services import tracking
     from mlflywheel.services.config import load_pipeline
-    from mlflywheel.services.deployments import restore_previous
     from mlflywheel.services.errors import RegistryError
+    from mlflywheel.stages.rollback import rollback
 
     ws = Workspace.from_env().ensure()
     config = load_pipeline(ws.pipelines_dir / f"{args.pipeline}.yaml")
     reason = args.reason or f"manual rollback ({'to v' + args.to if args.to else 'to @previous_champion'})"
     try:
-        event = restore_previous(ws, config, tracking.client(ws), reason, to_version=args.to)
+        event = rollback(config, ws, reason=reason, to_version=args.to)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

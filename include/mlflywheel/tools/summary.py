@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 def run_summary(config: PipelineConfig, ws: Workspace, *, start: dt.datetime, end: dt.datetime,
                 window_days: int | None = None) -> dict[str, Any]:
     """Validation, features, training, gate and registry facts for one data interval."""
+    from mlflywheel.services.data.io import interval_days
     from mlflywheel.services.registry import find_version
     from mlflywheel.stages.batch_score import publish
-    from mlflywheel.stages.batch_score.job import interval_days
 
     window = window_days or config.training.window_days
     key = tracking.run_key(config, start, end, window)

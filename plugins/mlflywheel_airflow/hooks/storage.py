@@ -85,12 +85,6 @@ def landing_lookback_days(config: PipelineConfig) -> int:
     return max(windows) + max(features, default=0) + 1
 
 
-def interval_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
-    """Days ``start.date() <= D < end.date()`` in UTC, at least the start's day."""
-    first, last = start.astimezone(dt.UTC).date(), end.astimezone(dt.UTC).date()
-    return [first + dt.timedelta(days=i) for i in range(max(1, (last - first).days))]
-
-
 def mirror_landing(config: PipelineConfig, ws: Workspace, *, start: dt.datetime, end: dt.datetime,
                    require_interval: bool = True, client: Any = None) -> dict[str, Any]:
     """Copy the interval's landing partitions (and the lookback before them) from S3 to the local
@@ -112,7 +106,7 @@ def mirror_landing(config: PipelineConfig, ws: Workspace, *, start: dt.datetime,
         ConfigError: the URI is not ``s3://...`` or ``data.landing`` is an absolute path.
         DataNotFound: an interval day has no object in the bucket (names the key).
     """
-    from mlflywheel.services.data.io import PART, landing_dir
+    from mlflywheel.services.data.io import PART, interval_days, landing_dir
     from mlflywheel.services.errors import ConfigError, DataNotFound
 
     if not ws.landing_uri:

@@ -151,7 +151,7 @@ class RegisterModelOperator(_MlflowOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from mlflywheel.services.registry import register
+        from mlflywheel.stages.register import register
 
         verdict = _require(self.verdict, ("decision", "run_id", "model_uri", "run_key"), "verdict")
         if verdict["decision"] != "approved":

@@ -172,13 +172,11 @@ class RollbackOperator(_MlflowOperator):
         self.to_version = to_version
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel.services import tracking
-        from mlflywheel.services.deployments import restore_previous
+        from mlflywheel.stages.rollback import rollback
 
         ws = self.hook.workspace()
         target = str(self.to_version).strip() if self.to_version not in (None, "", "None") else None
-        event = self.call_core(restore_previous, ws, self.config, tracking.client(ws), str(self.reason),
-                               to_version=target)
+        event = self.call_core(rollback, self.config, ws, reason=str(self.reason), to_version=target)
         self.log.info("rolled back %s: @champion is v%s (%s)", self.config.model_name, event.get("champion"),
                       self.reason)
         return event

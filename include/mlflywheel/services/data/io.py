@@ -38,6 +38,22 @@ def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days)]
 
 
+def utc_date(when: dt.datetime) -> dt.date:
+    """The UTC calendar day of ``when`` (a naive datetime is taken as UTC)."""
+    return (when if when.tzinfo is None else when.astimezone(dt.UTC)).date()
+
+
+def interval_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    """The daily partitions a data interval ``[start, end)`` reads: UTC days ``start <= D < end``.
+
+    An interval shorter than a day, or one that starts and ends inside the same day, reads
+    the day it starts in: every stage (validate, batch scoring, the S3 mirror) sees at
+    least one partition, the same one.
+    """
+    first, last = utc_date(start), utc_date(end)
+    return days_between(first, last) or [first]
+
+
 def available_days(config: PipelineConfig, ws: Workspace) -> list[dt.date]:
     root = landing_dir(config, ws)
     if not root.is_dir():

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlflywheel.services.data.io import interval_days
 from mlflywheel.services.errors import (
     DataNotFound,
     DataValidationError,
@@ -45,13 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlflywheel.stages.batch_score")
 OUTPUT_COLUMNS = ("score", "decision", "model_name", "model_version", "run_id")
 EXIT_DETERMINISTIC = 3
-
-
-def interval_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
-    """The days a data interval scores: ``start.date() <= D < end.date()``, at least one."""
-    from mlflywheel.services.data.io import days_between
-
-    return days_between(start.date(), end.date()) or [start.date()]
 
 
 def status_path(ws: Workspace, pipeline: str, submission: str) -> Path:
