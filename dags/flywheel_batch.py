@@ -15,13 +15,16 @@ of a day gives the same rows and checksum and touches no other day.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
-from mlflywheel.services.config import PipelineConfig, load_pipelines
-from mlflywheel.services.settings import Workspace
+from mlflywheel_airflow.factory import pipeline_dags
 from mlflywheel_airflow.operators import BatchScoreOperator
+
+if TYPE_CHECKING:
+    from mlflywheel.services.config import PipelineConfig
 
 MLFLOW_CONN_ID = "mlflow_default"
 SPARK_CONN_ID = "spark_default"
@@ -64,5 +67,4 @@ def build_batch_dag(config: PipelineConfig) -> DAG:
     return dag
 
 
-for _config in load_pipelines(Workspace.from_env().pipelines_dir):
-    globals()[_config.batch_dag_id] = build_batch_dag(_config)
+globals().update(pipeline_dags("batch", build_batch_dag))

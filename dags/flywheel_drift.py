@@ -19,13 +19,16 @@ one click away (the task's *Drift report* link).
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import pendulum
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 
-from mlflywheel.services.config import PipelineConfig, load_pipelines
-from mlflywheel.services.settings import Workspace
-from mlflywheel_airflow.operators.drift import DriftCheckOperator, DriftTriggerOperator
+from mlflywheel_airflow.factory import pipeline_dags
+from mlflywheel_airflow.operators import DriftCheckOperator, DriftTriggerOperator
+
+if TYPE_CHECKING:
+    from mlflywheel.services.config import PipelineConfig
 
 MLFLOW_CONN_ID = "mlflow_default"
 FEAST_CONN_ID = "feast_default"
@@ -86,6 +89,4 @@ def build_drift_dag(config: PipelineConfig) -> DAG:
     return dag
 
 
-for _config in load_pipelines(Workspace.from_env().pipelines_dir):
-    if _config.drift.enabled:
-        globals()[_config.drift_dag_id] = build_drift_dag(_config)
+globals().update(pipeline_dags("drift", lambda config: build_drift_dag(config) if config.drift.enabled else None))

@@ -12,12 +12,16 @@ nothing and fails the run.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pendulum
 from airflow.sdk import DAG, Param
 
-from mlflywheel.services.config import PipelineConfig, load_pipelines
-from mlflywheel.services.settings import Workspace
+from mlflywheel_airflow.factory import pipeline_dags
 from mlflywheel_airflow.operators import RollbackOperator
+
+if TYPE_CHECKING:
+    from mlflywheel.services.config import PipelineConfig
 
 MLFLOW_CONN_ID = "mlflow_default"
 
@@ -48,5 +52,4 @@ def build_rollback_dag(config: PipelineConfig) -> DAG:
     return dag
 
 
-for _config in load_pipelines(Workspace.from_env().pipelines_dir):
-    globals()[_config.rollback_dag_id] = build_rollback_dag(_config)
+globals().update(pipeline_dags("rollback", build_rollback_dag))

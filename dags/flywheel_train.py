@@ -24,12 +24,12 @@ Each task is idempotent for its data interval: clearing it gives the same output
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param
 
-from mlflywheel.services.config import PipelineConfig, load_pipelines
-from mlflywheel.services.settings import Workspace
+from mlflywheel_airflow.factory import pipeline_dags
 from mlflywheel_airflow.operators import (
     BatchScoreOperator,
     BenchmarkOperator,
@@ -42,10 +42,32 @@ from mlflywheel_airflow.operators import (
     ValidateDataOperator,
 )
 
+if TYPE_CHECKING:
+    from mlflywheel.services.config import PipelineConfig
+    from mlflywheel_airflow.operators.base import PipelineOperator
+
 MLFLOW_CONN_ID = "mlflow_default"
 FEAST_CONN_ID = "feast_default"
 SPARK_CONN_ID = "spark_default"
 MODEL_SERVER_CONN_ID = "model_server_default"
+
+# The training DAG, one row per task, in order: task id (= operator module = stage module),
+# operator, the argument that receives the previous task's result (None: it needs none), and
+# the task's own arguments. Each task runs after the one above it.
+STAGES: list[tuple[str, type[PipelineOperator], str | None, dict[str, Any]]] = [
+    ("validate", ValidateDataOperator, None, {"retries": 1}),
+    ("feature_materialize", MaterializeFeaturesOperator, None,
+     {"window_days": "{{ params.training_window_days }}", "feast_conn_id": FEAST_CONN_ID}),
+    ("train", TrainModelOperator, "features", {"note": "{{ params.note }}", "mlflow_conn_id": MLFLOW_CONN_ID}),
+    ("evaluate_gate", EvaluateGateOperator, "training", {"mlflow_conn_id": MLFLOW_CONN_ID}),
+    ("register", RegisterModelOperator, "verdict", {"mlflow_conn_id": MLFLOW_CONN_ID}),
+    ("export_quantize", ExportQuantizeOperator, "registered", {"mlflow_conn_id": MLFLOW_CONN_ID}),
+    ("benchmark", BenchmarkOperator, "exported", {"mlflow_conn_id": MLFLOW_CONN_ID}),
+    ("deploy_canary", DeployCanaryOperator, "benchmarked",
+     {"model_server_conn_id": MODEL_SERVER_CONN_ID, "mlflow_conn_id": MLFLOW_CONN_ID}),
+    ("batch_score", BatchScoreOperator, None,
+     {"conn_id": SPARK_CONN_ID, "mlflow_conn_id": MLFLOW_CONN_ID, "trigger_rule": "none_failed"}),
+]
 
 TASK_DOCS = {
     "validate": "Runs the pipeline's Great Expectations suite on the landing data of the data interval. "
@@ -104,31 +126,15 @@ def build_train_dag(config: PipelineConfig) -> DAG:
         },
         render_template_as_native_obj=False,
     ) as dag:
-        common = {"pipeline": config.name}
-        validate = ValidateDataOperator(task_id="validate", doc_md=TASK_DOCS["validate"], retries=1, **common)
-        materialize = MaterializeFeaturesOperator(
-            task_id="feature_materialize", doc_md=TASK_DOCS["feature_materialize"],
-            window_days="{{ params.training_window_days }}", feast_conn_id=FEAST_CONN_ID, **common)
-        train = TrainModelOperator(task_id="train", doc_md=TASK_DOCS["train"], features=materialize.output,
-                                   note="{{ params.note }}", mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        gate = EvaluateGateOperator(task_id="evaluate_gate", doc_md=TASK_DOCS["evaluate_gate"],
-                                    training=train.output,
-                                    mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        register = RegisterModelOperator(task_id="register", doc_md=TASK_DOCS["register"], verdict=gate.output,
-                                         mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        export = ExportQuantizeOperator(task_id="export_quantize", doc_md=TASK_DOCS["export_quantize"],
-                                        registered=register.output, mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        benchmark = BenchmarkOperator(task_id="benchmark", doc_md=TASK_DOCS["benchmark"], exported=export.output,
-                                      mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        deploy = DeployCanaryOperator(task_id="deploy_canary", doc_md=TASK_DOCS["deploy_canary"],
-                                      benchmarked=benchmark.output, model_server_conn_id=MODEL_SERVER_CONN_ID,
-                                      mlflow_conn_id=MLFLOW_CONN_ID, **common)
-        batch_score = BatchScoreOperator(task_id="batch_score", doc_md=TASK_DOCS["batch_score"],
-                                         conn_id=SPARK_CONN_ID, mlflow_conn_id=MLFLOW_CONN_ID,
-                                         trigger_rule="none_failed", **common)
-        validate >> materialize >> train >> gate >> register >> export >> benchmark >> deploy >> batch_score
+        previous = None
+        for task_id, operator, upstream_as, arguments in STAGES:
+            if upstream_as is not None:
+                arguments = {**arguments, upstream_as: previous.output}
+            task = operator(task_id=task_id, doc_md=TASK_DOCS[task_id], pipeline=config.name, **arguments)
+            if previous is not None:
+                previous >> task
+            previous = task
     return dag
 
 
-for _config in load_pipelines(Workspace.from_env().pipelines_dir):
-    globals()[_config.train_dag_id] = build_train_dag(_config)
+globals().update(pipeline_dags("train", build_train_dag))

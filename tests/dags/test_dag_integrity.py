@@ -134,3 +134,49 @@ def test_example_dag_uses_three_operators(dagbag):
     assert kinds == {"validate": "ValidateDataOperator", "score": "BatchScoreOperator",
                      "drift_check": "DriftCheckOperator"}
     assert dag.get_task("validate").downstream_task_ids == {"score", "drift_check"}
+
+
+# --- task id = operator module = stage module ---------------------------------------------
+def test_the_training_dag_is_its_stages_table(dagbag):
+    """The table in dags/flywheel_train.py is the DAG: order, operators, and who feeds whom."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flywheel_train_table", ROOT / "dags" / "flywheel_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert [row[0] for row in module.STAGES] == TASKS
+    dag = dagbag.dags[CONFIGS[0].train_dag_id]
+    for task_id, operator, upstream_as, _ in module.STAGES:
+        task = dag.get_task(task_id)
+        assert type(task).__name__ == operator.__name__
+        if upstream_as is not None:
+            assert upstream_as in task.template_fields, (task_id, upstream_as)
+
+
+@pytest.mark.parametrize("task_id", TASKS + ["drift_check", "emit_trigger", "rollback"])
+def test_each_task_id_names_its_operator_module_and_its_stage(dagbag, task_id):
+    """``<task id>``: ``mlflywheel_airflow/operators/<task id>.py`` and ``mlflywheel/stages/<task id>``
+    (``emit_trigger`` sends the drift check's event: it has an operator and no stage of its own)."""
+    tasks = [t for dag in dagbag.dags.values() for t in dag.tasks if t.task_id == task_id]
+    assert tasks, task_id
+    for task in tasks:
+        assert type(task).__module__ == f"mlflywheel_airflow.operators.{task_id}"
+    stage = ROOT / "include" / "mlflywheel" / "stages"
+    if task_id != "emit_trigger":
+        assert (stage / f"{task_id}.py").is_file() or (stage / task_id / "__init__.py").is_file()
+
+
+def test_a_broken_pipeline_yaml_is_an_import_error_naming_it_and_the_others_still_load(tmp_path, monkeypatch):
+    import shutil
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    shutil.copy(ROOT / "include" / "pipelines" / f"{CONFIGS[0].name}.yaml", pipelines)
+    (pipelines / "typo.yaml").write_text("name: typo\nowner: [not, a, string\n")
+    monkeypatch.setenv("FLYWHEEL_PIPELINES_DIR", str(pipelines))
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "flywheel_train.py"))
+    assert list(bag.dag_ids) == [CONFIGS[0].train_dag_id]
+    [error] = bag.import_errors.values()
+    assert "typo.yaml" in error and "not valid YAML" in error

@@ -12,13 +12,12 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from mlflywheel.services.errors import DriftInputError
-from mlflywheel_airflow.operators import MaterializeFeaturesOperator
-from mlflywheel_airflow.operators._base import describe_trigger
-from mlflywheel_airflow.operators.drift import (
+from mlflywheel_airflow.operators import (
     DriftCheckOperator,
     DriftTriggerOperator,
-    drift_trigger_extras,
+    MaterializeFeaturesOperator,
 )
+from mlflywheel_airflow.operators.base import describe_trigger, drift_trigger_extras
 
 pytestmark = pytest.mark.operators
 AS_OF = dt.datetime(2026, 6, 4, 1, tzinfo=dt.UTC)

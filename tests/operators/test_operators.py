@@ -23,7 +23,7 @@ from mlflywheel_airflow.operators import (
     TrainModelOperator,
     ValidateDataOperator,
 )
-from mlflywheel_airflow.operators._base import describe_trigger
+from mlflywheel_airflow.operators.base import describe_trigger
 
 pytestmark = pytest.mark.operators
 START = dt.datetime(2026, 5, 10, tzinfo=dt.UTC)

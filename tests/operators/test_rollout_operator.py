@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, T
 from mlflywheel.services.errors import GateMisconfigured
 from mlflywheel_airflow.hooks.mlflow import MlflowHook
 from mlflywheel_airflow.operators import DeployCanaryOperator
-from mlflywheel_airflow.triggers.rollout import BakeTrigger
+from mlflywheel_airflow.triggers.deploy_canary import BakeTrigger
 
 pytestmark = pytest.mark.operators
 START = dt.datetime(2026, 5, 10, tzinfo=dt.UTC)
@@ -116,7 +116,7 @@ def test_trigger_serializes_and_fires_once_with_the_state():
     trigger = BakeTrigger(state=state("started"), wait_s=0.05, ready_url="http://127.0.0.1:9/v2/health/ready",
                           poll_s=0.02)
     path, kwargs = trigger.serialize()
-    assert path == "mlflywheel_airflow.triggers.rollout.BakeTrigger"
+    assert path == "mlflywheel_airflow.triggers.deploy_canary.BakeTrigger"
     again = BakeTrigger(**kwargs)
     assert again.serialize() == (path, kwargs)
 
@@ -133,7 +133,7 @@ def test_a_wait_with_no_triggerer_times_out_and_takes_the_canary_off(op):
     from airflow.sdk.bases.operator import TriggerFailureReason
     from airflow.sdk.exceptions import TaskDeferralTimeout
 
-    from mlflywheel_airflow.operators.rollout import bake_timeout
+    from mlflywheel_airflow.operators.deploy_canary import bake_timeout
 
     with mock.patch("mlflywheel.stages.deploy_canary.controller.start", return_value=state("started")), \
             pytest.raises(TaskDeferred) as deferred:

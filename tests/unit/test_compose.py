@@ -385,7 +385,7 @@ def test_stack_connections_resolve_through_the_real_hooks(services, monkeypatch)
 
     from mlflywheel_airflow.hooks.feast import FeastHook
     from mlflywheel_airflow.hooks.mlflow import MlflowHook
-    from mlflywheel_airflow.hooks.serving import ModelServerHook
+    from mlflywheel_airflow.hooks.model_server import ModelServerHook
 
     assert MlflowHook().tracking_uri() == env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert MlflowHook().ui_url() == "http://127.0.0.1:5000"

@@ -2,6 +2,6 @@
 
 from mlflywheel_airflow.hooks.feast import FeastHook
 from mlflywheel_airflow.hooks.mlflow import MlflowHook
-from mlflywheel_airflow.hooks.serving import ModelServerHook
+from mlflywheel_airflow.hooks.model_server import ModelServerHook
 
 __all__ = ["FeastHook", "MlflowHook", "ModelServerHook"]

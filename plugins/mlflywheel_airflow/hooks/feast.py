@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlflywheel_airflow.hooks._base import FlywheelHook
+from mlflywheel_airflow.hooks.base import FlywheelHook
 
 if TYPE_CHECKING:
     from feast import FeatureStore

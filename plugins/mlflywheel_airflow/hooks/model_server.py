@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlflywheel_airflow.hooks._base import FlywheelHook
+from mlflywheel_airflow.hooks.base import FlywheelHook
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from mlflywheel.services.config import PipelineConfig
+    from mlflywheel_airflow.hooks.mlflow import MlflowHook
 
 T = TypeVar("T")
 #: Data interval of the run; an asset-triggered run has none and falls back to run_after.
@@ -51,8 +52,8 @@ class PipelineOperator(BaseOperator):
 
     def interval(self) -> tuple[dt.datetime, dt.datetime]:
         """The rendered interval as aware datetimes."""
-        end = _parse_time(self.interval_end, "interval_end")
-        start = _parse_time(self.interval_start, "interval_start") if _given(self.interval_start) \
+        end = parse_time(self.interval_end, "interval_end")
+        start = parse_time(self.interval_start, "interval_start") if given(self.interval_start) \
             else end - dt.timedelta(days=1)
         if start >= end:
             raise ValueError(f"interval_start {start} is not before interval_end {end}")
@@ -72,7 +73,7 @@ class PipelineOperator(BaseOperator):
         if self.reads_landing == "interval":
             start, end = self.interval()
         else:  # "history": a check at one instant (the drift DAG's runs have no interval)
-            end = _parse_time(self.interval_end, "interval_end")
+            end = parse_time(self.interval_end, "interval_end")
             start = end - dt.timedelta(days=1)
         self.call_core(mirror_landing, self.config, ws, start=start, end=end,
                        require_interval=self.reads_landing == "interval")
@@ -129,14 +130,16 @@ def describe_trigger(context: Context) -> str:
     return f"asset_triggered: {', '.join(parts) or 'unknown asset'}"
 
 
-def _given(value: Any) -> bool:
+def given(value: Any) -> bool:
+    """A templated argument was set (not ``None``, empty, or the string ``"None"``)."""
     return value not in (None, "", "None")
 
 
-def _parse_time(value: Any, field: str) -> dt.datetime:
+def parse_time(value: Any, field: str) -> dt.datetime:
+    """A templated time field as an aware datetime (UTC when naive); a clear error naming ``field``."""
     if isinstance(value, dt.datetime):
         parsed = value
-    elif _given(value):
+    elif given(value):
         try:
             parsed = dt.datetime.fromisoformat(str(value))
         except ValueError as exc:
@@ -144,3 +147,41 @@ def _parse_time(value: Any, field: str) -> dt.datetime:
     else:
         raise ValueError(f"{field} is empty: the run has no data interval and no run_after")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+IF_EXISTS = ("skip", "replace", "fail")
+
+
+class MlflowOperator(PipelineOperator):
+    """A pipeline operator that talks to MLflow through :class:`~mlflywheel_airflow.hooks.mlflow.MlflowHook`.
+
+    :param mlflow_conn_id: MLflow connection (absent means the embedded store)
+    """
+
+    def __init__(self, *, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        from mlflywheel_airflow.hooks.mlflow import MlflowHook
+
+        return MlflowHook(self.mlflow_conn_id)
+
+
+def require_result(value: Any, keys: Sequence[str], field: str) -> dict[str, Any]:
+    """The upstream task's result as a dict holding ``keys``; a clear error naming ``field`` otherwise."""
+    if not isinstance(value, dict) or any(k not in value for k in keys):
+        raise ValueError(f"{field}: expected a dict with keys {list(keys)} (the upstream task's result), "
+                         f"found {value!r:.200}")
+    return value
+
+
+def drift_trigger_extras(context: Context, uri: str) -> list[dict[str, Any]]:
+    """Extras of the drift events (asset ``uri``) that triggered this run, oldest first (empty otherwise)."""
+    found = []
+    for asset, events in (context.get("triggering_asset_events") or {}).items():
+        if getattr(asset, "uri", None) != uri:
+            continue
+        found += [dict(event.extra or {}) for event in events]
+    return found

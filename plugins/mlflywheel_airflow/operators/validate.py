@@ -1,17 +1,17 @@
-"""ValidateDataOperator: the Great Expectations gate on the interval's landing data."""
+"""The ``validate`` task: the Great Expectations gate on the interval's landing data."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from mlflywheel_airflow.links import ValidationResultLink
-from mlflywheel_airflow.operators.mlflow import _MlflowOperator
+from mlflywheel_airflow.operators.base import MlflowOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class ValidateDataOperator(_MlflowOperator):
+class ValidateDataOperator(MlflowOperator):
     """Run the pipeline's expectation suite on the landing partitions of the data interval.
 
     A violation fails the task without retries; the message lists each failed expectation

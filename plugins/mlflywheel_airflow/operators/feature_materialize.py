@@ -1,4 +1,4 @@
-"""MaterializeFeaturesOperator: Feast apply, materialize, and the point-in-time snapshot."""
+"""The ``feature_materialize`` task: Feast apply, materialize, and the point-in-time snapshot."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from mlflywheel_airflow.operators._base import PipelineOperator
+from mlflywheel_airflow.operators.base import (
+    PipelineOperator,
+    drift_trigger_extras,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from mlflywheel_airflow.hooks.feast import FeastHook
-
 
 class MaterializeFeaturesOperator(PipelineOperator):
     """Compute feature tables, ``feast apply``, materialize the online store up to the interval
@@ -58,7 +60,6 @@ class MaterializeFeaturesOperator(PipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.services import tracking
         from mlflywheel.stages.feature_materialize import materialize_and_snapshot
-        from mlflywheel_airflow.operators.drift import drift_trigger_extras
 
         start, end = self.interval()
         window = self.resolved_window()

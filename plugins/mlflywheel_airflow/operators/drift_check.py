@@ -12,12 +12,17 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from mlflywheel_airflow.links import DriftReportLink, MlflowRunLink
-from mlflywheel_airflow.operators._base import PipelineOperator
+from mlflywheel_airflow.links import (
+    DriftReportLink,
+    MlflowRunLink,
+)
+from mlflywheel_airflow.operators.base import (
+    PipelineOperator,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from airflow.sdk.bases.notifier import BaseNotifier
 
     from mlflywheel.services.settings import Workspace
     from mlflywheel_airflow.hooks.mlflow import MlflowHook
@@ -87,58 +92,15 @@ class DriftCheckOperator(PipelineOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlflywheel.stages.drift_check.check import run_drift_check
-        from mlflywheel_airflow.operators._base import _parse_time
-
+        
         # A cron-triggered check has a point, not an interval: the check time is its end.
-        as_of = _parse_time(self.interval_end, "interval_end")
+        as_of = parse_time(self.interval_end, "interval_end")
         result = self.call_core(run_drift_check, self.config, self.workspace(), as_of=as_of,
                                 window=self.resolved_window(), reference=str(self.reference or "champion"))
         log = self.log.warning if result["decision"] in ("retrain", "suppressed") else self.log.info
         log("drift check %s: %s (%s)%s\nverdict: %s", result["check_id"], result["decision"].upper(), result["detail"],
             "".join(f"\n  - {r}" for r in result["reasons"]), result["verdict_path"])
         return result
-
-
-class DriftTriggerOperator(PipelineOperator):
-    """Emit ``flywheel://<pipeline>/drift`` with the check's findings, or skip when there is nothing to emit.
-
-    The event's extra carries ``reason`` (one line), ``reasons``, ``drifted_features``,
-    ``prediction_drift``, ``report_uri``, ``verdict_uri``, ``run_id``, ``check_id``,
-    ``retrain_window_days`` and ``champion_version``; the training DAG reads it from its
-    triggering asset events. Notifiers (SMTP, Slack, ...) are called once per emitted event;
-    without any, the alert is this task's log.
-
-    :param verdict: the ``drift_check`` result; pass ``check.output`` (templated)
-    :param notifiers: Airflow notifiers called with the task context when a trigger is emitted
-    """
-
-    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "verdict")
-    ui_color = "#f5b7b1"
-
-    def __init__(self, *, verdict: Any, notifiers: Sequence[BaseNotifier] = (), **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.verdict = verdict
-        self.notifiers = list(notifiers)
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        verdict = self.verdict
-        if not isinstance(verdict, dict) or "decision" not in verdict:
-            raise ValueError(f"verdict: expected the drift_check result (a dict with 'decision'), found {verdict!r:.200}")
-        if verdict["decision"] != "retrain":
-            raise AirflowSkipException(f"decision {verdict['decision']!r}: no retrain trigger ({verdict.get('detail')})")
-        extra = event_extra(verdict)
-        (asset,) = [a for a in self.outlets if getattr(a, "uri", None) == self.config.drift_asset_uri]
-        context["outlet_events"][asset].extra = extra
-        self.log.warning("ALERT %s: retrain requested: %s\nreport: %s", self.config.name, extra["reason"],
-                         extra.get("report_uri"))
-        for notifier in self.notifiers:
-            try:
-                notifier(context)
-            except Exception:  # an unreachable mail server must not swallow the retrain trigger
-                self.log.exception("notifier %s failed; the asset event is emitted anyway", type(notifier).__name__)
-        return extra
 
 
 def event_extra(verdict: dict[str, Any]) -> dict[str, Any]:
@@ -151,13 +113,3 @@ def event_extra(verdict: dict[str, Any]) -> dict[str, Any]:
         extra["live_metrics"] = {k: live["metrics"][k] for k in ("roc_auc", "pr_auc", "calibration_error")
                                  if k in live["metrics"]}
     return extra
-
-
-def drift_trigger_extras(context: Context, uri: str) -> list[dict[str, Any]]:
-    """Extras of the drift events (asset ``uri``) that triggered this run, oldest first (empty otherwise)."""
-    found = []
-    for asset, events in (context.get("triggering_asset_events") or {}).items():
-        if getattr(asset, "uri", None) != uri:
-            continue
-        found += [dict(event.extra or {}) for event in events]
-    return found

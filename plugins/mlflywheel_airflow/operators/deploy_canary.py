@@ -1,4 +1,4 @@
-"""DeployCanaryOperator: the approved version reaches live traffic step by step, judged at each step."""
+"""The ``deploy_canary`` task: the approved version reaches live traffic step by step, judged at each step."""
 
 from __future__ import annotations
 
@@ -8,20 +8,22 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflywheel_airflow.operators._base import PipelineOperator
-from mlflywheel_airflow.operators.mlflow import _MlflowOperator, _require
+from mlflywheel_airflow.operators.base import (
+    MlflowOperator,
+    PipelineOperator,
+    require_result,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from mlflywheel_airflow.hooks.serving import ModelServerHook
+    from mlflywheel_airflow.hooks.model_server import ModelServerHook
 
-
-class DeployCanaryOperator(_MlflowOperator):
+class DeployCanaryOperator(MlflowOperator):
     """Roll the benchmarked version out on the model server as ``@canary``, then promote or roll back.
 
     Starts the canary at the first step of the pipeline's ``rollout:`` plan, then defers to a
-    :class:`~mlflywheel_airflow.triggers.rollout.BakeTrigger` for one analysis interval at a
+    :class:`~mlflywheel_airflow.triggers.deploy_canary.BakeTrigger` for one analysis interval at a
     time (no worker slot held); each resume scrapes the server's ``/metrics`` and the prediction
     log, records the verdict and acts. Outcomes:
 
@@ -57,7 +59,7 @@ class DeployCanaryOperator(_MlflowOperator):
 
     @cached_property
     def server_hook(self) -> ModelServerHook:
-        from mlflywheel_airflow.hooks.serving import ModelServerHook
+        from mlflywheel_airflow.hooks.model_server import ModelServerHook
 
         return ModelServerHook(self.model_server_conn_id)
 
@@ -72,7 +74,7 @@ class DeployCanaryOperator(_MlflowOperator):
 
         from mlflywheel.stages.deploy_canary.controller import start
 
-        benchmarked = _require(self.benchmarked, ("name", "version", "decision"), "benchmarked")
+        benchmarked = require_result(self.benchmarked, ("name", "version", "decision"), "benchmarked")
         if benchmarked["decision"] != "approved":
             raise AirflowSkipException(f"{benchmarked['name']} v{benchmarked['version']}: benchmark "
                                        f"{benchmarked['decision']}, nothing to deploy")
@@ -100,7 +102,7 @@ class DeployCanaryOperator(_MlflowOperator):
     def _next(self, state: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlflywheel_airflow.triggers.rollout import BakeTrigger
+        from mlflywheel_airflow.triggers.deploy_canary import BakeTrigger
 
         self._rollout = state
         decision, version = state["decision"], state["version"]
@@ -149,35 +151,3 @@ def bake_timeout(wait_s: float) -> dt.timedelta:
     """How long one deferred wait may take before the task fails: the wait plus ten minutes
     (a triggerer restart), never less than three waits."""
     return dt.timedelta(seconds=max(3 * wait_s, wait_s + 600))
-
-
-class RollbackOperator(_MlflowOperator):
-    """Put ``@champion`` back on ``@previous_champion`` (or ``to_version``) in one step.
-
-    The manual path of the UI (``<pipeline>__rollback``), the same core call as
-    ``flywheel rollback``: the target must exist and carry a published ONNX variant, or nothing
-    moves and the task fails without retries. The change is recorded in the deployment ledger.
-
-    :param to_version: the version to restore; empty means ``@previous_champion`` (templated)
-    :param reason: why, recorded in the ledger (templated)
-    :param mlflow_conn_id: MLflow connection (absent means the embedded store)
-    """
-
-    template_fields: Sequence[str] = (*PipelineOperator.template_fields, "to_version", "reason")
-    ui_color = "#f5b7b1"
-
-    def __init__(self, *, reason: str, to_version: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.reason = reason
-        self.to_version = to_version
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        from mlflywheel.stages.rollback import rollback
-
-        ws = self.hook.workspace()
-        target = str(self.to_version).strip() if self.to_version not in (None, "", "None") else None
-        event = self.call_core(rollback, self.config, ws, reason=str(self.reason), to_version=target)
-        self.log.info("rolled back %s: @champion is v%s (%s)", self.config.model_name, event.get("champion"),
-                      self.reason)
-        return event
-

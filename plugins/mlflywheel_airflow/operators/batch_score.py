@@ -1,21 +1,25 @@
-"""Spark operators: batch_score."""
+"""The ``batch_score`` task: spark-submit of the batch job, the interval's rows scored with ``@champion``."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from mlflywheel_airflow.operators._base import INTERVAL_END, INTERVAL_START, PipelineOperator
+from mlflywheel_airflow.operators.base import (
+    INTERVAL_END,
+    INTERVAL_START,
+    PipelineOperator,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from mlflywheel_airflow.hooks.mlflow import MlflowHook
-
 
 class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
     """Score the data interval's rows with ``<model>@<alias>`` on Spark and publish them.
@@ -81,7 +85,6 @@ class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
         import json
         import os
         import sys
-        from pathlib import Path
 
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
