@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # mlflywheel image: Airflow 3 (every component), MLflow, the model server and Spark, all from
-# requirements/lock.txt and nothing else. One image, many roles: docker-compose.yml picks the
-# command (airflow api-server / scheduler / ..., mlflow server, flywheel serve, spark-class).
+# requirements/runtime.txt (the lock's pins without the test tools) and nothing else. One image,
+# many roles: docker-compose.yml picks the command (airflow api-server / scheduler / ...,
+# mlflow server, flywheel serve, spark-class).
 #
 #   docker build -t mlflywheel .
 #
@@ -18,10 +19,10 @@ ENV UV_NO_CACHE=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
  && uv venv --python /usr/local/bin/python3.11 /opt/venv
-# Dependencies first (this layer changes only with the lock)
-COPY requirements/lock.txt /tmp/lock.txt
+# Runtime dependencies first (this layer changes only with the lock); no pytest, ruff or moto
+COPY requirements/runtime.txt /tmp/runtime.txt
 RUN uv pip sync --python /opt/venv/bin/python --extra-index-url "${TORCH_INDEX}" \
-      --index-strategy unsafe-best-match /tmp/lock.txt
+      --index-strategy unsafe-best-match /tmp/runtime.txt
 # The project itself, editable at its final path (dags and pipeline YAMLs are read from there)
 WORKDIR /opt/mlflywheel
 COPY pyproject.toml README.md ./

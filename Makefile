@@ -28,10 +28,15 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
 	@touch $@
 
+# lock.txt: everything `make test` installs; runtime.txt: the same pins without the test extra
+# (what the container image installs).
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
 	  --excludes requirements/excludes.txt -o requirements/lock.txt
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) \
+	  --excludes requirements/excludes.txt -c requirements/lock.txt -o requirements/runtime.txt
 
 demo: install
 	$(BIN)/flywheel demo

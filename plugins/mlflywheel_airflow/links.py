@@ -29,7 +29,7 @@ def _ui_url(operator: BaseOperator) -> str:
     return MlflowHook(getattr(operator, "mlflow_conn_id", None)).ui_url()
 
 
-class _MlflowLink(BaseOperatorLink):
+class MlflowLink(BaseOperatorLink):
     """A page of the MLflow UI named by keys of the task's returned dict."""
 
     #: path under the UI root, formatted with the task's result
@@ -46,7 +46,7 @@ class _MlflowLink(BaseOperatorLink):
         return f"{_ui_url(operator)}/{self.path.format(**{k: quote(str(result[k])) for k in self.keys})}"
 
 
-class MlflowRunLink(_MlflowLink):
+class MlflowRunLink(MlflowLink):
     """The MLflow run this task trained or judged."""
 
     name = "MLflow run"
@@ -54,7 +54,7 @@ class MlflowRunLink(_MlflowLink):
     keys = ("experiment_id", "run_id")
 
 
-class MlflowModelVersionLink(_MlflowLink):
+class MlflowModelVersionLink(MlflowLink):
     """The registered model version this task created or found."""
 
     name = "MLflow model version"
@@ -62,7 +62,7 @@ class MlflowModelVersionLink(_MlflowLink):
     keys = ("name", "version")
 
 
-class DriftReportLink(_MlflowLink):
+class DriftReportLink(MlflowLink):
     """The Evidently drift report of this check, in its MLflow run's artifacts."""
 
     name = "Drift report"
@@ -70,7 +70,7 @@ class DriftReportLink(_MlflowLink):
     keys = ("experiment_id", "run_id", "report_uri")
 
 
-class ValidationResultLink(_MlflowLink):
+class ValidationResultLink(MlflowLink):
     """The Great Expectations result of this validation (pass or fail), rendered in MLflow."""
 
     name = "Validation result"
@@ -79,7 +79,7 @@ class ValidationResultLink(_MlflowLink):
     xcom_keys = ("return_value", "validation_result")
 
 
-class BenchmarkChartLink(_MlflowLink):
+class BenchmarkChartLink(MlflowLink):
     """The benchmark's latency and throughput chart, on the version's MLflow run."""
 
     name = "Benchmark chart"

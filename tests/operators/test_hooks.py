@@ -13,7 +13,7 @@ pytestmark = pytest.mark.operators
 
 def test_mlflow_connection_sets_tracking_uri_and_links(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
-        {"conn_type": "http", "host": "mlflow.internal", "port": 5000, "extra": {"ui_url": "https://mlflow.example/"}}))
+        {"conn_type": "mlflow", "host": "mlflow.internal", "port": 5000, "extra": {"ui_url": "https://mlflow.example/"}}))
     hook = MlflowHook()
     assert hook.tracking_uri() == "http://mlflow.internal:5000"
     assert hook.workspace().tracking_uri == "http://mlflow.internal:5000"
@@ -34,7 +34,7 @@ def test_without_connection_the_embedded_store_is_used(monkeypatch, tmp_path):
 
 def test_feast_connection_points_at_another_repo(monkeypatch, tmp_path):
     monkeypatch.setenv("AIRFLOW_CONN_FEAST_DEFAULT", json.dumps(
-        {"conn_type": "generic", "extra": {"repo_path": str(tmp_path / "repo")}}))
+        {"conn_type": "feast", "extra": {"repo_path": str(tmp_path / "repo")}}))
     assert FeastHook().workspace().feature_repo == tmp_path / "repo"
     ok, message = FeastHook().test_connection()
     assert not ok and "feature_store.yaml not found" in message
@@ -42,7 +42,7 @@ def test_feast_connection_points_at_another_repo(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("conn", "expected"), [
     (None, "http://127.0.0.1:8000"),
-    ({"conn_type": "http", "host": "serving.internal", "port": 8080}, "http://serving.internal:8080"),
+    ({"conn_type": "modelserver", "host": "serving.internal", "port": 8080}, "http://serving.internal:8080"),
     ({"conn_type": "http", "host": "https://serving.example/"}, "https://serving.example"),
 ])
 def test_model_server_url_from_the_connection(monkeypatch, conn, expected):

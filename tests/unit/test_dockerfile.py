@@ -1,6 +1,7 @@
 """The Dockerfile, read instruction by instruction (no engine here can build it).
 
-What must hold: dependencies come from ``requirements/lock.txt`` and nothing else, with the
+What must hold: dependencies come from ``requirements/runtime.txt`` (the lock's pins without the
+test tools) and nothing else, with the
 uv version and the torch index the Makefile uses; the runtime stage runs as a non-root user
 with Java for Spark, the workspace environment, a health check whose script exists, and
 compiled ``.pyc``; ``.dockerignore`` keeps local state and secrets out of the build context.
@@ -20,7 +21,9 @@ import pytest
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-LOCK = "requirements/lock.txt"
+LOCK = "requirements/runtime.txt"
+FULL_LOCK = "requirements/lock.txt"
+TEST_ONLY = ("pytest", "pytest-xdist", "pytest-timeout", "ruff", "moto", "playwright")
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -148,6 +151,18 @@ def test_torch_comes_from_the_index_the_makefile_uses(text, makefile):
     assert '--extra-index-url "${TORCH_INDEX}"' in sync[0] and "--index-strategy unsafe-best-match" in sync[0]
     lock = (ROOT / LOCK).read_text()
     assert re.search(r"^torch==[\d.]+\+cpu$", lock, re.M), "the lock no longer pins a +cpu torch"
+
+
+def _pins(path: str) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)$", (ROOT / path).read_text(), re.M))
+
+
+def test_the_image_lock_is_the_test_lock_without_the_test_tools():
+    """``make lock`` writes both; the image gets the same versions ``make test`` tested, minus the tools."""
+    runtime, full = _pins(LOCK), _pins(FULL_LOCK)
+    assert runtime and {k: full.get(k) for k in runtime} == runtime
+    assert [p for p in TEST_ONLY if p in runtime] == []
+    assert all(p in full for p in TEST_ONLY)
 
 
 def test_runtime_runs_as_a_non_root_user(text):

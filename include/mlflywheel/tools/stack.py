@@ -212,9 +212,9 @@ def stack_env(ws: Workspace, ports: Ports, secrets: dict[str, str], *, host: str
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         # MLflow: tasks keep writing to the workspace's store (no host: the embedded default);
         # the connection only says where people open the UI, for the extra links.
-        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "extra": {"ui_url": url["mlflow"]}}),
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "extra": {"ui_url": url["mlflow"]}}),
         "AIRFLOW_CONN_MODEL_SERVER_DEFAULT": json.dumps(
-            {"conn_type": "http", "host": host, "port": ports.serve, "schema": "http"}),
+            {"conn_type": "modelserver", "host": host, "port": ports.serve, "schema": "http"}),
         "FLYWHEEL_MLFLOW_UI_URL": url["mlflow"],
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",

@@ -15,15 +15,16 @@ if TYPE_CHECKING:
 class FeastHook(FlywheelHook):
     """Connection to a Feast repo.
 
-    Connection ``feast_default`` (type ``generic``), extra ``{"repo_path": "/path/to/repo"}``:
+    Connection ``feast_default`` (type ``feast``), extra ``{"repo_path": "/path/to/repo"}``:
     a repo whose ``feature_store.yaml`` names the real registry and online store (Redis,
     Postgres...). Without it: ``FLYWHEEL_FEATURE_REPO`` or the project's ``feature_repo/``.
     """
 
     conn_name_attr = "feast_conn_id"
     default_conn_name = "feast_default"
-    conn_type = "generic"
+    conn_type = "feast"
     hook_name = "Feast repo (mlflywheel)"
+
 
     def workspace(self) -> Workspace:
         import dataclasses

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlflywheel_airflow.hooks.base import FlywheelHook
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class MlflowHook(FlywheelHook):
     """Connection to an MLflow tracking server.
 
-    Connection ``mlflow_default`` (type ``http``): ``host`` (with scheme) and ``port`` give
+    Connection ``mlflow_default`` (type ``mlflow``): ``host`` (with scheme) and ``port`` give
     the tracking URI, for example ``http://mlflow:5000``; extra ``{"ui_url": ...}`` sets the
     address used for links when it differs. Without the connection the workspace's URI is
     used (``MLFLOW_TRACKING_URI`` or SQLite under ``FLYWHEEL_HOME``).
@@ -23,7 +23,7 @@ class MlflowHook(FlywheelHook):
 
     conn_name_attr = "mlflow_conn_id"
     default_conn_name = "mlflow_default"
-    conn_type = "http"
+    conn_type = "mlflow"
     hook_name = "MLflow (mlflywheel)"
 
     def tracking_uri(self) -> str | None:
@@ -56,8 +56,3 @@ class MlflowHook(FlywheelHook):
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return True, f"MLflow reachable at {self.workspace().tracking_uri}"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {"hidden_fields": ["login", "password"],
-                "placeholders": {"host": "http://mlflow", "port": "5000", "extra": '{"ui_url": "http://mlflow:5000"}'}}

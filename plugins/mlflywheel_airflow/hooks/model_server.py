@@ -10,15 +10,16 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 class ModelServerHook(FlywheelHook):
     """Connection to the model server.
 
-    Connection ``model_server_default`` (type ``http``): ``host`` (with or without scheme)
+    Connection ``model_server_default`` (type ``modelserver``): ``host`` (with or without scheme)
     and ``port``, for example ``http://serving:8000``. Without the connection the server is
     assumed on ``http://127.0.0.1:8000`` (what ``flywheel serve`` binds by default).
     """
 
     conn_name_attr = "model_server_conn_id"
     default_conn_name = "model_server_default"
-    conn_type = "http"
+    conn_type = "modelserver"
     hook_name = "Model server (mlflywheel)"
+
 
     def base_url(self) -> str:
         return self.http_url() or DEFAULT_URL
