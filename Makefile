@@ -16,7 +16,7 @@ unexport PYTHONDONTWRITEBYTECODE
 # Debian's Chromium for the UI browser test (Playwright drives it; it never downloads a browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install browser demo test test-fast lint bench lock clean-workspace mlflow-ui up down
+.PHONY: install browser demo test test-fast lint typecheck bench lock clean-workspace mlflow-ui up down
 
 install: $(STAMP)
 
@@ -58,6 +58,7 @@ browser:
 
 test: install browser
 	$(BIN)/ruff check include plugins dags tests bench feature_repo
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
@@ -65,6 +66,11 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check include plugins dags tests bench feature_repo
+	$(BIN)/mypy
+
+# mypy, strict, on include/mlflywheel and plugins/mlflywheel_airflow ([tool.mypy] in pyproject.toml)
+typecheck: install
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/dag_parse.py
