@@ -6,7 +6,7 @@ stores it; the UI shows the stored URL.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 
-def _result(ti_key: TaskInstanceKey, key: str = "return_value") -> dict:
+def _result(ti_key: TaskInstanceKey, key: str = "return_value") -> dict[str, Any]:
     from airflow.sdk.execution_time.xcom import XCom
 
     value = XCom.get_value(key=key, ti_key=ti_key)

@@ -6,6 +6,8 @@ evaluated) into failures without retries; transient I/O errors are left to retry
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FlywheelError(Exception):
     """Base class for every mlflywheel error."""
@@ -22,7 +24,7 @@ class DataValidationError(FlywheelError):
     """Landing data broke its expectation suite; ``result_path`` holds the full result."""
 
     def __init__(self, message: str, *, result_path: str | None = None,
-                 failures: list[dict] | None = None, run: dict[str, str] | None = None) -> None:
+                 failures: list[dict[str, Any]] | None = None, run: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.result_path = result_path
         self.failures = failures or []

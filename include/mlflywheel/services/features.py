@@ -114,6 +114,8 @@ def repo_objects(ws: Workspace) -> list[Any]:
     try:
         for file in sorted(repo.glob("*.py")):
             spec = importlib.util.spec_from_file_location(f"_flywheel_feature_repo.{file.stem}", file)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"{file}: not loadable as a Python module")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             for value in vars(module).values():
@@ -222,6 +224,8 @@ def rolling_features(frame: pd.DataFrame, view: FeatureViewSpec, *, timestamp: s
                 else:
                     value = getattr(roll[name], name)().T
                 out[f"{agg.column}_{name}_{window}d"] = value
+    if activity is None:  # unreachable: max() above already refused a view without windows
+        raise FeatureError(f"feature view {view.name!r}: no aggregation windows")
     emit = pd.DatetimeIndex(pd.to_datetime(days))
     frames = {k: v.loc[:, emit].stack(future_stack=True) for k, v in out.items()}
     table = pd.DataFrame(frames)
@@ -239,7 +243,11 @@ def rolling_features(frame: pd.DataFrame, view: FeatureViewSpec, *, timestamp: s
 
 
 def offline_source_dir(store: FeatureStore, view_name: str) -> Path:
+    from feast import FileSource
+
     source = store.get_feature_view(view_name).batch_source
+    if not isinstance(source, FileSource):
+        raise FeatureError(f"feature view {view_name!r}: batch source {source!r} is not a FileSource")
     return Path(source.path)
 
 
@@ -274,7 +282,11 @@ def build_feature_tables(config: PipelineConfig, ws: Workspace, store: FeatureSt
 def materialize(store: FeatureStore, config: PipelineConfig, end: dt.datetime) -> None:
     """Load the online store with each view's latest values up to ``end``."""
     names = [v.name for v in config.features.views]
-    ttl = max(store.get_feature_view(n).ttl for n in names)
+    ttls = [store.get_feature_view(n).ttl for n in names]
+    known = [t for t in ttls if t is not None]
+    if len(known) != len(ttls):
+        raise TypeError(f"feature views {names}: a view without a ttl cannot be materialized")
+    ttl = max(known)
     store.materialize(start_date=end - ttl, end_date=end, feature_views=names)
 
 

@@ -50,7 +50,9 @@ def score_parquet(config: PipelineConfig, ws: Workspace, *, alias: str, input_pa
                              f"expects {list(model.inputs)}")
     keep = [c for c in dict.fromkeys([config.data.id_column, config.data.entity, config.data.timestamp])
             if c in source.schema_arrow.names]
-    parts, unseen, started = [], {}, time.perf_counter()
+    parts: list[Any] = []
+    unseen: dict[str, int] = {}
+    started = time.perf_counter()
     for batch in source.iter_batches(batch_size=batch_size):
         frame = batch.to_pandas()
         scores = model.predict_proba(frame)

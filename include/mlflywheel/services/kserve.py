@@ -137,4 +137,5 @@ def apply(manifest: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
         raise KServeApplyError(f"Kubernetes API {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code >= 300:
         raise KServeApplyError(f"Kubernetes API {url} answered {response.status_code}: {response.text[:500]}")
-    return response.json()
+    applied: dict[str, Any] = response.json()
+    return applied

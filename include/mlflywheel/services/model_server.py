@@ -23,7 +23,8 @@ def scrape(base_url: str, timeout_s: float = 5.0) -> str:
     url = f"{base_url.rstrip('/')}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (configured URL)
-            return response.read().decode()
+            body: bytes = response.read()
+            return body.decode()
     except (OSError, urllib.error.URLError) as exc:
         raise ServerUnavailable(f"model server metrics at {url} unreadable: {exc}") from exc
 
@@ -32,6 +33,7 @@ def ready(base_url: str, timeout_s: float = 2.0) -> bool:
     """``GET /v2/health/ready`` answered 200."""
     try:
         with urllib.request.urlopen(f"{base_url.rstrip('/')}/v2/health/ready", timeout=timeout_s) as response:  # noqa: S310
-            return response.status == 200
+            status: int = response.status
+            return status == 200
     except (OSError, urllib.error.URLError):
         return False

@@ -124,7 +124,7 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=requested)
         except Exception as exc:
             raise ModelIntegrityError(f"{self.path}: onnxruntime could not load the model: {exc}") from exc
-        self.providers = self.session.get_providers()  # what we actually got, not what we asked for
+        self.providers: list[str] = self.session.get_providers()  # what we actually got, not what we asked for
         if self.providers[0] != requested[0]:
             log.warning("%s: asked for %s, running on %s", self.path.name, requested[0], self.providers[0])
         self.inputs = {i.name: i.type for i in self.session.get_inputs()}

@@ -305,7 +305,7 @@ class ModelServer:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _submit_all(self, jobs: list[Job]) -> list[asyncio.Future]:
+    def _submit_all(self, jobs: list[Job]) -> list[asyncio.Future[Any]]:
         rows = sum(len(j.rows) for j in jobs)
         if self.batcher.queued_rows + rows > self.batcher.max_queue_rows:
             raise RequestError(503, "queue_full", f"{self.batcher.queued_rows} rows queued (limit "
@@ -315,7 +315,7 @@ class ModelServer:
         except QueueFull as exc:
             raise RequestError(503, "queue_full", str(exc)) from None
 
-    async def _gather(self, futures: list[asyncio.Future], jobs: list[Job], route_name: str,
+    async def _gather(self, futures: list[asyncio.Future[Any]], jobs: list[Job], route_name: str,
                       started: float) -> list[Any] | Response:
         """The jobs' results, or the error answer of the first job that failed, counted against its version.
 
@@ -433,7 +433,7 @@ class ModelServer:
             return
         assert future is not None
 
-        def compare(done: asyncio.Future) -> None:
+        def compare(done: asyncio.Future[Any]) -> None:
             if done.cancelled() or done.exception() is not None:
                 self.metrics.shadow.labels(challenger.version, "failed").inc()
                 return

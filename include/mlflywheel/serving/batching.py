@@ -38,7 +38,7 @@ class Job:
     key: Any
     rows: list[Any]
     payload: Any = None
-    future: asyncio.Future | None = None
+    future: asyncio.Future[Any] | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -67,8 +67,8 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._runner: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._closing = False
 
     @property
@@ -81,7 +81,7 @@ class MicroBatcher:
         self._pool = ThreadPoolExecutor(self.sessions, thread_name_prefix="flywheel-score")
         self._runner = asyncio.create_task(self._run(), name="flywheel-batcher")
 
-    def submit(self, job: Job, *, want_result: bool = True) -> asyncio.Future | None:
+    def submit(self, job: Job, *, want_result: bool = True) -> asyncio.Future[Any] | None:
         """Queue ``job``; raises :class:`QueueFull` when its rows do not fit."""
         if self._closing or self._wakeup is None:
             raise QueueFull("the server is shutting down")

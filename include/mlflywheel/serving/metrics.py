@@ -143,7 +143,7 @@ class DriftGauges:
     def _read(self, path: Path) -> dict[str, Any] | None:
         self.reads += 1
         try:
-            verdict = json.loads(path.read_text())
+            verdict: dict[str, Any] = json.loads(path.read_text())
             as_of = dt.datetime.fromisoformat(verdict["as_of"]).timestamp()
             if not isinstance(verdict.get("decision"), str):
                 raise ValueError(f"'decision' is {verdict.get('decision')!r}, expected a string")
@@ -207,7 +207,7 @@ class DriftGauges:
         self._latest = (name, key, verdict) if verdict is not None else None
 
     # --- the collector protocol --------------------------------------------------------
-    def _families(self) -> dict[str, Metric]:
+    def _families(self) -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
         labels = ["pipeline"]
         return {
             "score": GaugeMetricFamily(f"{DRIFT_PREFIX}_score", "Latest drift check: a statistic of one input "

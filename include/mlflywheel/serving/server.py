@@ -90,7 +90,9 @@ def run(server: ModelServer, *, host: str, port: int, log_level: str = "info") -
 
     config = uvicorn.Config(server.app(), host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
                             access_log=False, log_level=log_level, backlog=4096,
-                            timeout_graceful_shutdown=server.spec.shutdown_timeout_s, timeout_keep_alive=30)
+                            # uvicorn annotates int, but hands the value to asyncio.wait_for: seconds as a float
+                            timeout_graceful_shutdown=server.spec.shutdown_timeout_s,  # type: ignore[arg-type]
+                            timeout_keep_alive=30)
     instance = _Graceful(config)
     instance.run()
     return 0 if server.started else 1

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mlflywheel.services.names import TAG_DIGEST, TAG_SERVE_VARIANT, tag_value
 
@@ -43,6 +43,14 @@ def _rows(frame: pd.DataFrame, n: int) -> pd.DataFrame:
 
 def _batches(frame: pd.DataFrame, batch_size: int, count: int) -> list[pd.DataFrame]:
     return [_rows(frame.iloc[i * batch_size % len(frame):], batch_size) for i in range(count)]
+
+
+class _CallLimits(TypedDict):
+    """The keyword arguments of :func:`_time_calls`."""
+
+    min_calls: int
+    min_seconds: float
+    max_calls: int
 
 
 def _time_calls(score: Scorer, batches: list[pd.DataFrame], *, min_calls: int, min_seconds: float,
@@ -92,13 +100,14 @@ def run(variants: dict[str, Scorer], frame: pd.DataFrame, batch_sizes: Sequence[
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     results = []
     for size in batch_sizes:
+        limits: _CallLimits
         if size == 1:
             limits = {"min_calls": 1000, "min_seconds": single_row_seconds, "max_calls": 20000}
         else:
             limits = {"min_calls": 5 if size > 10_000 else 30, "min_seconds": batch_seconds, "max_calls": 2000}
-        per_round = {"min_calls": math.ceil(limits["min_calls"] / rounds),
-                     "min_seconds": limits["min_seconds"] / rounds,
-                     "max_calls": math.ceil(limits["max_calls"] / rounds)}
+        per_round: _CallLimits = {"min_calls": math.ceil(limits["min_calls"] / rounds),
+                                  "min_seconds": limits["min_seconds"] / rounds,
+                                  "max_calls": math.ceil(limits["max_calls"] / rounds)}
         batches = _batches(frame, size, min(8, limits["max_calls"]))
         times: dict[str, list[int]] = {name: [] for name in variants}
         for score in variants.values():
@@ -190,7 +199,7 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
         model_inputs,
         snapshot_path,
     )
-    from mlflywheel.services.errors import GateMisconfigured
+    from mlflywheel.services.errors import GateMisconfigured, RegistryError
     from mlflywheel.services.runtime import resolve_providers
     from mlflywheel.services.served import load_version
 
@@ -201,11 +210,14 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
     name = config.model_name
     client = tracking.client(ws)
     mv = client.get_model_version(name, version)
+    run_id = mv.run_id
+    if run_id is None:
+        raise RegistryError(f"{name} v{version} has no MLflow run to read or log the benchmark with")
     if mv.tags.get("flywheel.benchmark.decision") and if_exists == "skip":
         return {"name": name, "version": version, "reused": True, "decision": mv.tags["flywheel.benchmark.decision"],
                 "serve_variant": mv.tags.get(TAG_SERVE_VARIANT),
-                "reasons": mv.tags.get("flywheel.benchmark.reasons", ""), "run_id": mv.run_id,
-                "experiment_id": client.get_run(mv.run_id).info.experiment_id}
+                "reasons": mv.tags.get("flywheel.benchmark.reasons", ""), "run_id": run_id,
+                "experiment_id": client.get_run(run_id).info.experiment_id}
     digest = mv.tags.get(TAG_DIGEST)
     _, holdout = holdout_split(load_snapshot(str(snapshot_path(ws, config.name, str(digest))),
                                              digest), config)
@@ -238,7 +250,6 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
                "sla_checks": candidates, "results": as_dicts(results), "rows": len(frame)}
     path = ws.reports_dir / config.name / "benchmark" / f"{name}-v{version}.json"
     write_text_atomic(json.dumps(verdict, indent=2), path)
-    run_id = mv.run_id
     client.log_text(run_id, json.dumps(verdict, indent=2), "benchmark/verdict.json")
     client.log_text(run_id, table(results), "benchmark/table.md")
     with tempfile.TemporaryDirectory() as tmp:

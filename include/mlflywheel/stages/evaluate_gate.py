@@ -23,6 +23,7 @@ from mlflywheel.services.names import TAG_DECISION, TAG_REASONS, tag_value
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from mlflow import MlflowClient
 
     from mlflywheel.services.config import FairnessSpec, GateSpec, PipelineConfig
     from mlflywheel.services.settings import Workspace
@@ -129,11 +130,11 @@ def threshold_checks(metrics: dict[str, float], gate: GateSpec) -> list[Check]:
         ok_value = value is not None and math.isfinite(value)
         if limit.min is not None:
             checks.append(Check(f"threshold.{name}.min", value, limit.min, ">=",
-                                ok_value and value >= limit.min,
+                                value is not None and ok_value and value >= limit.min,
                                 "" if ok_value else f"{name} could not be computed"))
         if limit.max is not None:
             checks.append(Check(f"threshold.{name}.max", value, limit.max, "<=",
-                                ok_value and value <= limit.max,
+                                value is not None and ok_value and value <= limit.max,
                                 "" if ok_value else f"{name} could not be computed"))
     return checks
 
@@ -223,7 +224,7 @@ def evaluate_gate(config: PipelineConfig, ws: Workspace, *, run_id: str, model_u
                       holdout=holdout, y=y)
 
 
-def _judge(config: PipelineConfig, ws: Workspace, mlflow_client, *, run_id: str, model_uri: str,
+def _judge(config: PipelineConfig, ws: Workspace, mlflow_client: MlflowClient, *, run_id: str, model_uri: str,
            snapshot: dict[str, Any], holdout: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
     from mlflywheel.services.registry import champion_version
 
@@ -246,7 +247,7 @@ def _judge(config: PipelineConfig, ws: Workspace, mlflow_client, *, run_id: str,
     checks += fairness_checks(gaps, gate.fairness)
 
     champion = champion_version(mlflow_client, config.model_name)
-    champion_info = None
+    champion_info: dict[str, Any] | None = None
     champion_metrics = None
     if champion is not None:
         champion_info = {"version": champion.version, "run_id": champion.run_id, "source": champion.source}

@@ -213,8 +213,9 @@ def _sklearn_graph(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
     types = [(c, StringTensorType([None, 1])) for c in config.training.categorical]
     types += [(c, FloatTensorType([None, 1])) for c in config.training.numeric]
     with _hgb_missing_flag_fix():
-        return convert_sklearn(estimator, initial_types=types, target_opset=config.export.opset,
-                               options={id(estimator): {"zipmap": False}})
+        model: onnx.ModelProto = convert_sklearn(estimator, initial_types=types, target_opset=config.export.opset,
+                                                 options={id(estimator): {"zipmap": False}})
+    return model
 
 
 def export_onnx(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
@@ -262,11 +263,11 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: pd.DataFrame | 
     fp32 = OnnxModel(fp32_path, providers=["CPUExecutionProvider"])
     feeds = [fp32.feed(calibration.iloc[i:i + 256]) for i in range(0, len(calibration), 256)]
 
-    class Rows(CalibrationDataReader):
+    class Rows(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type hints
         def __init__(self) -> None:
             self.feeds = iter(feeds)
 
-        def get_next(self) -> dict | None:
+        def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
     quantize_static(str(fp32_path), str(int8_path), Rows(), quant_format=QuantFormat.QDQ,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,9 @@ from mlflywheel.services.suites import load_suite
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlflywheel.services.config import PipelineConfig
+    from mlflywheel.services.settings import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,7 @@ def freshness_expectation(timestamp_column: str, now: dt.datetime, tolerance_min
 
 
 def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], *,
-                   extra_expectations: list[dict[str, Any]] = (), result_path: Path | None = None
+                   extra_expectations: Sequence[dict[str, Any]] = (), result_path: Path | None = None
                    ) -> ValidationReport:
     """Run ``suite`` (plus ``extra_expectations``) on ``frame`` with an ephemeral GX context.
 
@@ -103,7 +107,7 @@ def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], *,
                               passed=len(result.results) - len(failures), failures=failures)
     if result_path is not None:
         payload = {"summary": report.summary(), "failures": [asdict(f) for f in failures],
-                   "gx_result": result.to_json_dict()}
+                   "gx_result": result.to_json_dict()}  # type: ignore[no-untyped-call]  # GX leaves it unannotated
         payload["summary"]["result_path"] = str(result_path)
         write_text_atomic(json.dumps(payload, indent=2, default=str), result_path)
         report.result_path = str(result_path)
@@ -111,7 +115,7 @@ def validate_frame(frame: pd.DataFrame, suite: dict[str, Any], *,
 
 
 def validate_or_raise(frame: pd.DataFrame, suite: dict[str, Any], *, source: str,
-                      extra_expectations: list[dict[str, Any]] = (), result_path: Path) -> ValidationReport:
+                      extra_expectations: Sequence[dict[str, Any]] = (), result_path: Path) -> ValidationReport:
     """:func:`validate_frame`, then raise :class:`DataValidationError` on any failure."""
     report = validate_frame(frame, suite, extra_expectations=extra_expectations, result_path=result_path)
     raise_on_failure(report, source=source)
@@ -131,7 +135,8 @@ def raise_on_failure(report: ValidationReport, *, source: str, run: dict[str, st
         result_path=report.result_path, failures=[asdict(f) for f in report.failures], run=run)
 
 
-def record_result(config, ws, report: ValidationReport, *, days: list[dt.date], source: str) -> dict[str, str]:
+def record_result(config: PipelineConfig, ws: Workspace, report: ValidationReport, *, days: list[dt.date],
+                  source: str) -> dict[str, str]:
     """One MLflow run per validation in ``flywheel/<pipeline>/validation``: tags, metrics, the
     full result (``validation/result.json``) and a page a person reads (``validation/report.html``).
 
@@ -217,7 +222,7 @@ def _observed(result: dict[str, Any], frame: pd.DataFrame, kwargs: dict[str, Any
     return f"error: {messages[0]}" if messages else "no result"
 
 
-def validate_landing(config, ws, *, start: dt.datetime, end: dt.datetime,
+def validate_landing(config: PipelineConfig, ws: Workspace, *, start: dt.datetime, end: dt.datetime,
                      now: dt.datetime | None = None) -> dict[str, Any]:
     """The ``validate`` step: the suite on the landing partitions of days in ``[start, end)``.
 

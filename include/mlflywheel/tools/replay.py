@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflywheel.services.errors import ConfigError
+from mlflywheel.services.errors import ConfigError, RegistryError
 from mlflywheel.services.names import TAG_DIGEST
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 @dataclass
 class ReplayReport:
     sent: int = 0
-    statuses: Counter = field(default_factory=Counter)
+    statuses: Counter[int | str] = field(default_factory=Counter)
     dropped: int = 0
     labels_published: int = 0
     label_files: list[str] = field(default_factory=list)
@@ -70,9 +70,11 @@ def held_out_rows(config: PipelineConfig, ws: Workspace, source: str | Path | No
         return pd.read_parquet(path)
     from mlflywheel.services import tracking
     from mlflywheel.services.dataset import holdout_split, load_snapshot, snapshot_path
-    from mlflywheel.services.served import resolve_alias
+    from mlflywheel.services.registry import champion_version
 
-    mv = resolve_alias(tracking.client(ws), config.model_name, "champion")
+    mv = champion_version(tracking.client(ws), config.model_name)
+    if mv is None:
+        raise RegistryError(f"{config.model_name}@champion does not exist (registry {ws.registry_uri})")
     digest = mv.tags.get(TAG_DIGEST)
     if not digest:
         raise ConfigError(f"{config.model_name} v{mv.version} (@champion) has no {TAG_DIGEST} tag: "
@@ -90,7 +92,7 @@ def records(config: PipelineConfig, frame: pd.DataFrame, *, feast: bool) -> list
     if missing:
         raise ConfigError(f"replay rows lack column(s) {missing}; expected {[*columns, data.label]}")
     rows = frame[columns].astype(object).where(frame[columns].notna(), None)
-    out = rows.to_dict("records")
+    out: list[dict[str, Any]] = rows.to_dict("records")
     for record in out:
         for key, value in record.items():
             if hasattr(value, "item"):
@@ -141,7 +143,7 @@ async def _replay(url: str, model_records: list[dict[str, Any]], labels: list[in
 
     report = ReplayReport()
     in_flight = 0
-    tasks: set[asyncio.Task] = set()
+    tasks: set[asyncio.Task[None]] = set()
 
     async def send(client: httpx.AsyncClient, record: dict[str, Any], label: int) -> None:
         nonlocal in_flight

@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,16 +61,16 @@ class Ports:
 
     @classmethod
     def resolve(cls, flags: dict[str, int | None] | None = None,
-                environ: dict[str, str] | None = None) -> Ports:
+                environ: Mapping[str, str] | None = None) -> Ports:
         """Flag, else ``AIRFLOW_PORT`` / ``MLFLOW_PORT`` / ``SERVE_PORT``, else the default."""
-        environ = os.environ if environ is None else environ
+        env: Mapping[str, str] = os.environ if environ is None else environ
         flags = flags or {}
         values = {}
         for key, default in DEFAULT_PORTS.items():
-            raw = flags.get(key)
+            raw: int | str | None = flags.get(key)
             source = f"--{key}-port"
-            if raw is None and environ.get(PORT_ENV[key]):
-                raw, source = environ[PORT_ENV[key]], PORT_ENV[key]
+            if raw is None and env.get(PORT_ENV[key]):
+                raw, source = env[PORT_ENV[key]], PORT_ENV[key]
             if raw is None:
                 values[key] = default
                 continue
@@ -162,7 +162,7 @@ def load_secrets(ws: Workspace) -> dict[str, str]:
             raise StackError(f"{path}: expected a JSON object of secrets, found unreadable JSON ({exc})") from exc
         if not isinstance(found, dict):
             raise StackError(f"{path}: expected a JSON object of secrets, found {type(found).__name__}")
-    wanted = {
+    wanted: dict[str, Callable[[], str]] = {
         "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
         "jwt_secret": lambda: _secrets.token_urlsafe(48),
         "api_secret_key": lambda: _secrets.token_urlsafe(32),
@@ -289,7 +289,8 @@ def is_same_process(record: Record) -> bool:
         proc = psutil.Process(record.pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return abs(proc.create_time() - record.create_time) < 0.05
+        created: float = proc.create_time()
+        return abs(created - record.create_time) < 0.05
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
@@ -514,7 +515,7 @@ def up(ws: Workspace, ports: Ports, *, pipeline: str = "fraud", host: str = HOST
             write_state(ws, {**running, **started})
             say(f"{svc.name}: started (pid {rec.pid}, log {rec.log})")
         for svc in to_start:
-            components = ()
+            components: tuple[str, ...] = ()
             if svc.name == "api-server":
                 components = tuple(HEALTH_COMPONENTS[n] for n in HEALTH_COMPONENTS if n in started or n in running)
             _wait_ready(svc, started[svc.name], timeout=timeout, components=components)

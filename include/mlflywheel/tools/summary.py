@@ -21,6 +21,8 @@ from mlflywheel.services.names import (
 )
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from mlflywheel.services.config import PipelineConfig
     from mlflywheel.services.settings import Workspace
 
@@ -85,7 +87,7 @@ def run_summary(config: PipelineConfig, ws: Workspace, *, start: dt.datetime, en
     return out
 
 
-def _model_exists(client, name: str) -> bool:
+def _model_exists(client: MlflowClient, name: str) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 class FlywheelHook(BaseHook):
     """Base for mlflywheel hooks: ``connection()`` is ``None`` when the conn id is not defined."""
 
+    #: set by each hook (``mlflow_default``, ...): the conn id used when none is given
+    default_conn_name: str
+
     def __init__(self, conn_id: str | None = None) -> None:
         super().__init__()
         self.conn_id = conn_id or self.default_conn_name

@@ -81,7 +81,8 @@ class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
             os.environ[f"AIRFLOW_CONN_{self._conn_id.upper()}"] = json.dumps({"conn_type": "spark",
                                                                               "host": "local[*]"})
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    # SparkSubmitOperator.execute returns None; this one returns the job's result for XCom
+    def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]
         import json
         import os
         import sys
@@ -122,7 +123,7 @@ class BatchScoreOperator(PipelineOperator, SparkSubmitOperator):
             raise
         if not status_file.is_file():
             raise AirflowException(f"spark-submit succeeded but the job left no status at {status_file}")
-        result = json.loads(status_file.read_text())
+        result: dict[str, Any] = json.loads(status_file.read_text())
         result["uploaded"] = self.call_core(upload_predictions, self.config, ws, result)
         self.log.info("batch_score %s: %s rows scored, %s quarantined, %s v%s -> %s", self.config.name,
                       result["rows"], result["quarantined_rows"], result["model_name"], result["model_version"],

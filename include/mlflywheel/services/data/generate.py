@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from mlflywheel.services.config import PipelineConfig
+    from mlflywheel.services.settings import Workspace
+
 MERCHANT_CATEGORIES = ["grocery", "restaurants", "fuel", "electronics", "travel", "fashion",
                        "digital_goods", "health"]
 CHANNELS = ["pos", "online", "mobile"]
@@ -204,7 +207,7 @@ def inject_bad_data(frame: pd.DataFrame, kind: str, *, id_column: str, timestamp
     return out
 
 
-def write_landing(config, ws, *, start: dt.date, end: dt.date, scenario: str = "none",
+def write_landing(config: PipelineConfig, ws: Workspace, *, start: dt.date, end: dt.date, scenario: str = "none",
                   scenario_start: dt.date | None = None, seed: int | None = None) -> list[str]:
     """Generate and write ``config``'s sample data for days ``start <= d < end``.
 

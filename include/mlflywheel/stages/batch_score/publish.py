@@ -103,4 +103,5 @@ def read_manifest(partition: Path) -> dict[str, Any]:
     path = partition / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest (not a published partition)")
-    return json.loads(path.read_text())
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest

@@ -41,8 +41,11 @@ from mlflywheel.stages.drift_check.inputs import (
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pandas as pd
+
     from mlflywheel.services.config import PipelineConfig
     from mlflywheel.services.settings import Workspace
+    from mlflywheel.stages.drift_check.inputs import Reference
     from mlflywheel.stages.drift_check.stats import ColumnDrift
 
 log = logging.getLogger(__name__)
@@ -146,7 +149,7 @@ def run_drift_check(config: PipelineConfig, ws: Workspace, *, as_of: dt.datetime
     return _finish(config, ws, verdict, decision, key=key, as_of=as_of)
 
 
-def _holdout(frame, config: PipelineConfig):
+def _holdout(frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
     """The snapshot's holdout days: scores the champion never trained on (the prediction reference)."""
     import pandas as pd
 
@@ -155,7 +158,7 @@ def _holdout(frame, config: PipelineConfig):
     return frame[(ts >= cutoff).to_numpy()]
 
 
-def _champion_run_id(ws: Workspace, ref) -> str:
+def _champion_run_id(ws: Workspace, ref: Reference) -> str | None:
     return tracking.client(ws).get_model_version(ref.model_name, ref.version).run_id
 
 
@@ -172,8 +175,8 @@ def _statistics(columns: list[ColumnDrift], prediction: ColumnDrift, prediction_
     }
 
 
-def _evidently(config: PipelineConfig, ws: Workspace, reference, current, numeric, categorical, key,
-               columns: list[ColumnDrift]) -> dict[str, Any]:
+def _evidently(config: PipelineConfig, ws: Workspace, reference: pd.DataFrame, current: pd.DataFrame,
+               numeric: list[str], categorical: list[str], key: str, columns: list[ColumnDrift]) -> dict[str, Any]:
     from mlflywheel.stages.drift_check.report import evidently_report, sample
 
     rows = config.drift.report_max_rows
@@ -229,7 +232,8 @@ def summary(verdict: dict[str, Any]) -> dict[str, Any]:
     out["window"] = verdict["window"]
     if verdict.get("evidently"):
         out["evidently"] = {k: verdict["evidently"][k] for k in ("drifted", "ours", "agree", "html")}
-    return json.loads(json.dumps(out, default=str))
+    safe: dict[str, Any] = json.loads(json.dumps(out, default=str))
+    return safe
 
 
 def _log_to_mlflow(config: PipelineConfig, ws: Workspace, verdict: dict[str, Any], *, key: str) -> tuple[str, str]:

@@ -46,7 +46,7 @@ class Reference:
     digest: str
     path: Path
     model_name: str
-    version: str | None
+    version: str
     serve_variant: str
 
 

@@ -65,9 +65,13 @@ def label_coverage(config: PipelineConfig, ws: Workspace, as_of: dt.datetime, *,
     return ready[-live.window_days:], coverage, labels
 
 
-def champion_baseline(config: PipelineConfig, ws: Workspace, run_id: str) -> tuple[dict[str, float] | None, str]:
+def champion_baseline(config: PipelineConfig, ws: Workspace,
+                      run_id: str | None) -> tuple[dict[str, float] | None, str]:
     """The champion's metrics from its gate verdict (MLflow artifact, else the local report), and where."""
     from mlflywheel.services import tracking
+
+    if run_id is None:  # a version registered without a run has no gate verdict
+        return None, "no gate verdict: the champion version has no MLflow run"
 
     try:
         path = Path(tracking.client(ws).download_artifacts(run_id, "gate/verdict.json"))

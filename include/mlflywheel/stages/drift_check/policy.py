@@ -22,7 +22,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from mlflywheel.services.data.io import write_text_atomic
 
@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from mlflywheel.services.config import PipelineConfig
     from mlflywheel.stages.drift_check.stats import ColumnDrift
 
-RETRAIN, NO_DRIFT, SUPPRESSED, SKIPPED = "retrain", "no_drift", "suppressed", "skipped"
+RETRAIN: Final = "retrain"
+NO_DRIFT: Final = "no_drift"
+SUPPRESSED: Final = "suppressed"
+SKIPPED: Final = "skipped"
 DecisionKind = Literal["retrain", "no_drift", "suppressed", "skipped"]
 
 

@@ -285,4 +285,5 @@ def _as_float(series: pd.Series, column: str, side: str) -> np.ndarray:
 
     if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
         raise DriftInputError(f"{side}: column {column!r} should be numeric, found dtype {series.dtype}")
-    return series.to_numpy(dtype="float64", na_value=float("nan"))
+    values: np.ndarray = series.to_numpy(dtype="float64", na_value=float("nan"))
+    return values

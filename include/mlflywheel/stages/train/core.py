@@ -27,6 +27,8 @@ from mlflywheel.services.names import (
 )
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
     from mlflywheel.services.config import PipelineConfig
     from mlflywheel.services.settings import Workspace
@@ -38,7 +40,7 @@ MODEL_ARTIFACT = "model"
 
 
 
-def find_run(mlflow_client, experiment: str, key: str, digest: str):
+def find_run(mlflow_client: MlflowClient, experiment: str, key: str, digest: str) -> Run | None:
     """A finished run with this run key and dataset digest, or ``None``."""
     runs = mlflow_client.search_runs(
         [experiment],
@@ -67,6 +69,7 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
     """
     import mlflow
     import numpy as np
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     from mlflywheel.services.model_metrics import classification_metrics
@@ -109,8 +112,8 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
         mlflow.log_metrics({**{f"holdout_{k}": v for k, v in metrics.items()},
                             "n_train_rows": len(train_part), "n_holdout_rows": len(holdout),
                             "train_positive_rate": float(np.mean(y_train))})
-        dataset = mlflow.data.from_pandas(frame, source=snapshot["uri"], targets=label,
-                                          name=f"{config.name}-snapshot", digest=digest)
+        dataset = from_pandas(frame, source=snapshot["uri"], targets=label,
+                              name=f"{config.name}-snapshot", digest=digest)
         mlflow.log_input(dataset, context="training")
         with tempfile.TemporaryDirectory() as tmp:
             env = Path(tmp) / "environment.json"
@@ -128,7 +131,7 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
     return _summary(finished, reused=False)
 
 
-def _summary(run, *, reused: bool) -> dict[str, Any]:
+def _summary(run: Run, *, reused: bool) -> dict[str, Any]:
     metrics = {k[len("holdout_"):]: v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
     return {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "model_uri": run.data.tags.get(TAG_MODEL_URI, f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}"),

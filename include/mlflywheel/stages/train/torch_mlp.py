@@ -27,13 +27,17 @@ def _module(cards: list[int], n_num: int, hidden: list[int], embedding_dim: int,
     from torch import nn
 
     class TabularMLP(nn.Module):
+        mean: torch.Tensor  # buffers (register_buffer below)
+        std: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
-            self.embeddings = nn.ModuleList(
-                nn.Embedding(card, min(embedding_dim, max(2, round(1.6 * card ** 0.56)))) for card in cards)
+            embeddings = [nn.Embedding(card, min(embedding_dim, max(2, round(1.6 * card ** 0.56))))
+                          for card in cards]
+            self.embeddings = nn.ModuleList(embeddings)
             self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
             self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
-            width = sum(e.embedding_dim for e in self.embeddings) + n_num
+            width = sum(e.embedding_dim for e in embeddings) + n_num
             layers: list[nn.Module] = []
             for units in hidden:
                 layers += [nn.Linear(width, units), nn.ReLU()]
@@ -50,7 +54,7 @@ def _module(cards: list[int], n_num: int, hidden: list[int], embedding_dim: int,
     return TabularMLP()
 
 
-class TorchTabularClassifier(ClassifierMixin, BaseEstimator):
+class TorchTabularClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no type hints
     """Binary classifier: an MLP over embedded categoricals and standardized numerics."""
 
     uses_validation = True
@@ -115,7 +119,7 @@ class TorchTabularClassifier(ClassifierMixin, BaseEstimator):
                 proba = module(cats[idx].to(device), nums[idx].to(device))[:, 1].clamp(1e-7, 1 - 1e-7)
                 loss = torch.nn.functional.binary_cross_entropy(proba, target[idx].to(device))
                 optimizer.zero_grad()
-                loss.backward()
+                torch.autograd.backward(loss)  # what loss.backward() calls (that method is unannotated)
                 optimizer.step()
             if val is None:
                 continue
@@ -146,7 +150,8 @@ class TorchTabularClassifier(ClassifierMixin, BaseEstimator):
 
         cats, nums = self._tensors(x)
         with torch.no_grad():
-            return self.module_(torch.as_tensor(cats), torch.as_tensor(nums)).numpy().astype(np.float64)
+            proba: np.ndarray = self.module_(torch.as_tensor(cats), torch.as_tensor(nums)).numpy().astype(np.float64)
+        return proba
 
     # -- export -------------------------------------------------------------------------
     def to_onnx(self, opset: int) -> onnx.ModelProto:
@@ -159,7 +164,8 @@ class TorchTabularClassifier(ClassifierMixin, BaseEstimator):
 
         buffer = io.BytesIO()
         sample = (torch.zeros(2, len(self.categorical), dtype=torch.long), torch.zeros(2, len(self.numeric)))
-        torch.onnx.export(self.module_, sample, buffer, dynamo=False, opset_version=opset,
+        # torch's annotation names paths only; the TorchScript exporter (dynamo=False) also writes to a file object
+        torch.onnx.export(self.module_, sample, buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
                           input_names=["cat_idx", "num"], output_names=["probabilities"],
                           dynamic_axes={"cat_idx": {0: "n"}, "num": {0: "n"}, "probabilities": {0: "n"}})
         model = onnx.load_from_string(buffer.getvalue())
