@@ -100,7 +100,11 @@ def test_up_health_loopback_idempotent_and_down(tmp_path):
 
         down = st.flywheel("down")
         assert down.returncode == 0, down.stderr
-        assert down.stdout.count(": stopped") == len(SERVICES), down.stdout
+        # every service is stopped, by SIGTERM or, past the timeout, by SIGKILL: on a loaded machine the
+        # scheduler can take longer than that to end its executor; nothing may be left either way
+        outcomes = dict(line.split(": ", 1) for line in down.stdout.splitlines())
+        assert set(outcomes) == SERVICES, down.stdout
+        assert all(o.startswith(("stopped (pid", "killed (still running")) for o in outcomes.values()), down.stdout
         assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                        for pid in pids)
         assert not any(port_bound(port) for port in st.ports.values())

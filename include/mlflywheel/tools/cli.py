@@ -15,16 +15,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlflywheel.services.errors import FlywheelError
 from mlflywheel.services.settings import Workspace
+
+if TYPE_CHECKING:
+    from mlflywheel.services.config import PipelineConfig
 
 
 def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def _pipelines(ws: Workspace, names: list[str] | None):
+def _pipelines(ws: Workspace, names: list[str] | None) -> list[PipelineConfig]:
     from mlflywheel.services.config import load_pipeline, load_pipelines
 
     if not names or names == ["all"]:
@@ -88,7 +92,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _airflow(ws: Workspace, *argv: str, log_path: Path | None = None) -> subprocess.CompletedProcess:
+def _airflow(ws: Workspace, *argv: str, log_path: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **ws.airflow_env()}
     exe = Path(sys.executable).with_name("airflow")
     cmd = [str(exe) if exe.exists() else "airflow", *argv]
@@ -205,7 +209,7 @@ def cmd_demo_drift(args: argparse.Namespace) -> int:
     write_labels(config, ws, start=trained_until - dt.timedelta(days=history), end=today,
                  delay_days=config.drift.live.label_delay_days)
 
-    def dag_test(dag_id: str, when: dt.datetime, conf: dict | None = None) -> str | None:
+    def dag_test(dag_id: str, when: dt.datetime, conf: dict[str, Any] | None = None) -> str | None:
         log_path = logs / f"{dag_id}-{when:%Y%m%dT%H%M}.log"
         argv = ["dags", "test", dag_id, when.isoformat(), *(["-c", json.dumps(conf)] if conf else [])]
         _airflow(ws, *argv, log_path=log_path)
@@ -343,7 +347,6 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     ws = Workspace.from_env().ensure()
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     os.execv(exe, [exe, "ui", "--backend-store-uri", ws.tracking_uri, "--host", args.host, "--port", str(args.port)])
-    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -485,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack_up.set_defaults(func=cmd_up)
 
     stack_down = sub.add_parser("down", help="stop what flywheel up started")
-    stack_down.add_argument("--timeout", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
+    stack_down.add_argument("--timeout", type=float, default=60.0, help="seconds between SIGTERM and SIGKILL")
     stack_down.set_defaults(func=cmd_down)
     return parser
 
@@ -493,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except FlywheelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
