@@ -77,6 +77,25 @@ def _landing(ws, config, day) -> pd.DataFrame:
     return pd.read_parquet(partition_path(config, ws, day))
 
 
+@pytest.fixture
+def edit_landing(champion):
+    """Rewrite landing partitions for one test; each is put back byte for byte afterwards, so no
+    other test (the example DAG's drift check reads a month of them) sees another's edits."""
+    ws, config, _, _ = champion
+    originals: dict[Path, bytes] = {}
+
+    def edit(day: dt.date, frame: pd.DataFrame | None = None) -> Path:
+        path = partition_path(config, ws, day)
+        originals.setdefault(path, path.read_bytes())
+        if frame is not None:
+            write_parquet_atomic(frame, path)
+        return path
+
+    yield edit
+    for path, data in originals.items():
+        path.write_bytes(data)
+
+
 def test_scores_equal_feast_point_in_time_features_through_onnx(champion, spark):
     """Features joined in Spark are the rows Feast gave training: no training-serving skew."""
     from mlflywheel.services.served import load_version
@@ -114,7 +133,7 @@ def test_rerun_replaces_only_its_partition_with_the_same_checksum(champion, spar
     assert list((ws.predictions_root / config.name / "_staging").iterdir()) == []
 
 
-def test_quarantine_holds_exactly_the_injected_bad_rows(champion, spark, tmp_path):
+def test_quarantine_holds_exactly_the_injected_bad_rows(champion, spark, edit_landing):
     ws, config, _, _ = champion
     day = LAST_DAY - dt.timedelta(days=2)
     frame = _landing(ws, config, day)
@@ -122,7 +141,7 @@ def test_quarantine_holds_exactly_the_injected_bad_rows(champion, spark, tmp_pat
     frame.loc[frame.index[:4], "merchant_category"] = None         # null in a required column
     frame.loc[frame.index[4:7], "amount"] = "n/a"                   # not a number
     frame.loc[frame.index[7], "amount"] = None                      # null number
-    write_parquet_atomic(frame, partition_path(config, ws, day))
+    edit_landing(day, frame)
     summary = _run(spark, ws, config, day)["days"][str(day)]
     assert summary["quarantined_rows"] == 8 and summary["rows"] == len(frame) - 8
     bad = pd.read_parquet(ws.quarantine_root / config.name / f"ds={day}")
@@ -134,7 +153,7 @@ def test_quarantine_holds_exactly_the_injected_bad_rows(champion, spark, tmp_pat
     assert bad.set_index(config.data.id_column).loc[frame[config.data.id_column].iloc[5], "amount"] == "n/a"
 
 
-def test_too_many_bad_rows_publish_nothing_and_keep_the_previous_output(champion, spark):
+def test_too_many_bad_rows_publish_nothing_and_keep_the_previous_output(champion, spark, edit_landing):
     from mlflywheel.services.errors import DataValidationError
 
     ws, config, _, _ = champion
@@ -143,7 +162,7 @@ def test_too_many_bad_rows_publish_nothing_and_keep_the_previous_output(champion
     before = (_partition(ws, config, day) / "_manifest.json").read_text()
     frame = _landing(ws, config, day)
     frame.loc[frame.index[: len(frame) // 10], "channel"] = None   # 10 % > max_bad_share 1 %
-    write_parquet_atomic(frame, partition_path(config, ws, day))
+    edit_landing(day, frame)
     with pytest.raises(DataValidationError, match=r"failed validation, over batch.max_bad_share"):
         _run(spark, ws, config, day)
     assert (_partition(ws, config, day) / "_manifest.json").read_text() == before
@@ -151,12 +170,12 @@ def test_too_many_bad_rows_publish_nothing_and_keep_the_previous_output(champion
     assert len(bad) == len(frame) // 10  # the refused rows are there to look at
 
 
-def test_empty_input_gives_an_explicit_zero_row_partition(champion, spark):
+def test_empty_input_gives_an_explicit_zero_row_partition(champion, spark, edit_landing):
     ws, config, _, _ = champion
     day = LAST_DAY - dt.timedelta(days=4)
     import pyarrow.parquet as pq
 
-    path = partition_path(config, ws, day)
+    path = edit_landing(day)
     pq.write_table(pq.read_table(path).slice(0, 0), path)  # no rows, the same typed columns
     summary = _run(spark, ws, config, day)["days"][str(day)]
     assert summary["rows"] == 0
@@ -173,7 +192,7 @@ def test_empty_input_gives_an_explicit_zero_row_partition(champion, spark):
     ("unknown_alias", "RegistryError", r"fraud_detector@nonexistent does not exist"),
     ("model_inputs", "SchemaMismatch", r"the ONNX graph takes .* but the pipeline's features are"),
 ])
-def test_bad_input_is_a_clear_error_and_publishes_nothing(champion, spark, case, error, message):
+def test_bad_input_is_a_clear_error_and_publishes_nothing(champion, spark, edit_landing, case, error, message):
     from mlflywheel.services import errors
 
     ws, config, _, _ = champion
@@ -191,13 +210,9 @@ def test_bad_input_is_a_clear_error_and_publishes_nothing(champion, spark, case,
     elif case == "model_inputs":
         training = config.training.model_copy(update={"numeric": config.training.numeric[:-1]})
         config = config.model_copy(update={"training": training})
-    original = partition_path(config, ws, day).read_bytes()
-    write_parquet_atomic(frame, partition_path(config, ws, day))
-    try:
-        with pytest.raises(getattr(errors, error), match=message):
-            _run(spark, ws, config, day, **kwargs)
-    finally:
-        partition_path(config, ws, day).write_bytes(original)
+    edit_landing(day, frame)
+    with pytest.raises(getattr(errors, error), match=message):
+        _run(spark, ws, config, day, **kwargs)
     assert not _partition(ws, config, day).exists()
 
 
@@ -212,7 +227,7 @@ def test_a_killed_job_leaves_no_partial_partition(champion, spark):
     start, end = _at(day)
     env = {**os.environ, "FLYWHEEL_HOME": str(ws.home)}
     proc = subprocess.Popen([str(Path(sys.executable).with_name("spark-submit")), "--master", "local[1]",
-                             str(ROOT / "include" / "mlflywheel" / "batch" / "job.py"), "--pipeline", config.name,
+                             str(ROOT / "include" / "mlflywheel" / "stages" / "batch_score" / "job.py"), "--pipeline", config.name,
                              "--start", start.isoformat(), "--end", end.isoformat(), "--submission", "killed"],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

@@ -20,8 +20,10 @@ class Recorder:
         self.batches: list[list[tuple[str, int]]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set once a batch is in the session
 
     def __call__(self, jobs: list[Job]) -> list[object]:
+        self.entered.set()
         self.gate.wait(10)
         self.batches.append([(job.key, len(job.rows)) for job in jobs])
         return [ValueError("bad job") if job.rows == ["fail"] else sum(job.rows) for job in jobs]
@@ -31,6 +33,11 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
+async def in_session(process: Recorder) -> None:
+    """Wait until the batcher has handed a batch to the (blocked) session."""
+    assert await asyncio.to_thread(process.entered.wait, 10), "no batch reached the session"
+
+
 def test_jobs_batch_up_while_the_session_is_busy():
     async def scenario():
         process = Recorder()
@@ -38,7 +45,7 @@ def test_jobs_batch_up_while_the_session_is_busy():
         await batcher.start()
         process.gate.clear()
         first = batcher.submit(Job("v1", [1]))
-        await asyncio.sleep(0.05)  # the first job is in the (blocked) session
+        await in_session(process)  # the first job is in the (blocked) session
         later = [batcher.submit(Job(key, [n])) for key, n in
                  [("v1", 2), ("v2", 3), ("v1", 4), ("v1", 5), ("v1", 6), ("v1", 7)]]
         assert batcher.queued_rows == 6
@@ -62,7 +69,7 @@ def test_the_queue_is_bounded_in_rows_and_refuses_at_once():
         await batcher.start()
         process.gate.clear()
         batcher.submit(Job("v1", [1]))
-        await asyncio.sleep(0.05)
+        await in_session(process)
         batcher.submit(Job("v1", [1, 1]))
         with pytest.raises(QueueFull, match=r"2 rows queued \(limit 3\)"):
             batcher.submit(Job("v1", [1, 1]))
@@ -80,7 +87,7 @@ def test_a_failing_job_fails_alone_and_stop_drains_the_queue():
         process.gate.clear()
         futures = [batcher.submit(Job("v1", rows)) for rows in ([1], ["fail"], [2, 3])]
         stopping = asyncio.create_task(batcher.stop())
-        await asyncio.sleep(0.05)
+        await in_session(process)
         process.gate.set()
         await stopping
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
