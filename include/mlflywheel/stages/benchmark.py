@@ -189,8 +189,6 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
     import json
     import tempfile
 
-    import mlflow
-
     from mlflywheel.services import tracking
     from mlflywheel.services.data.io import write_text_atomic
     from mlflywheel.services.dataset import (
@@ -200,6 +198,7 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
         snapshot_path,
     )
     from mlflywheel.services.errors import GateMisconfigured, RegistryError
+    from mlflywheel.services.native import load_native_version
     from mlflywheel.services.runtime import resolve_providers
     from mlflywheel.services.served import load_version
 
@@ -225,7 +224,7 @@ def benchmark_version(config: Any, ws: Any, *, version: str, if_exists: str = "s
     providers = resolve_providers(config.export.providers)
     variants: dict[str, Scorer] = {}
     with tracking.active(ws):
-        native = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        native = load_native_version(ws, name, str(version))
     variants["native"] = lambda batch: native.predict_proba(batch)
     for precision in ("fp32", "int8"):
         if mv.tags.get(f"flywheel.onnx.{precision}.published") != "true":

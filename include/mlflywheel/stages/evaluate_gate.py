@@ -19,6 +19,7 @@ from mlflywheel.services.config import GATE_METRICS, LOWER_IS_BETTER
 from mlflywheel.services.errors import GateMisconfigured
 from mlflywheel.services.model_metrics import classification_metrics
 from mlflywheel.services.names import TAG_DECISION, TAG_REASONS, tag_value
+from mlflywheel.services.native import load_native, load_native_version
 
 if TYPE_CHECKING:
     import numpy as np
@@ -175,11 +176,9 @@ def champion_checks(challenger: dict[str, float], champion: dict[str, float] | N
 
 
 # --- the gate --------------------------------------------------------------------------
-def _scores(model_uri: str, frame: pd.DataFrame) -> np.ndarray:
-    import mlflow
+def _scores(model: Any, frame: pd.DataFrame) -> np.ndarray:
     import numpy as np
 
-    model = mlflow.sklearn.load_model(model_uri)
     return np.asarray(model.predict_proba(frame)[:, 1], dtype="float64")
 
 
@@ -232,7 +231,7 @@ def _judge(config: PipelineConfig, ws: Workspace, mlflow_client: MlflowClient, *
 
     from mlflywheel.services.dataset import model_inputs
 
-    proba = _scores(model_uri, model_inputs(holdout, config))
+    proba = _scores(load_native(ws, model_uri, run_id=run_id), model_inputs(holdout, config))
     checks = output_checks(proba, len(holdout))
     outputs_ok = all(c.passed for c in checks)
     metrics = classification_metrics(y, proba, gate.decision_threshold) if outputs_ok else {}
@@ -253,7 +252,8 @@ def _judge(config: PipelineConfig, ws: Workspace, mlflow_client: MlflowClient, *
         champion_info = {"version": champion.version, "run_id": champion.run_id, "source": champion.source}
         try:
             champion_uri = f"models:/{config.model_name}/{champion.version}"
-            champion_proba = _scores(champion_uri, _champion_inputs(champion_uri, holdout, config))
+            champion_proba = _scores(load_native_version(ws, config.model_name, str(champion.version)),
+                                     _champion_inputs(champion_uri, holdout, config))
             champion_metrics = classification_metrics(y, champion_proba, gate.decision_threshold)
             champion_info["metrics"] = champion_metrics
         except Exception as exc:  # fail closed: an unscorable champion is not a free pass

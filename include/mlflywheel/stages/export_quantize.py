@@ -353,12 +353,12 @@ def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: 
     """
     import tempfile
 
-    import mlflow
     import onnx
     from mlflow.models import Model
 
     from mlflywheel.services import tracking
     from mlflywheel.services.dataset import holdout_split, load_snapshot, snapshot_path
+    from mlflywheel.services.native import load_native_version
     from mlflywheel.services.served import model_id
 
     if if_exists not in ("skip", "replace"):
@@ -374,7 +374,7 @@ def export_version(config: PipelineConfig, ws: Any, *, version: str, if_exists: 
         snapshot = snapshot_path(ws, config.name, str(digest))
         train_part, holdout = holdout_split(load_snapshot(str(snapshot), digest), config)
         calibration = train_part.sample(min(2000, len(train_part)), random_state=config.training.seed)
-        estimator = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        estimator = load_native_version(ws, name, str(version))
         with tempfile.TemporaryDirectory() as tmp:
             upload = Path(tmp) / "upload"
             manifest = export_variants(estimator, holdout, config, upload / "onnx", calibration=calibration)

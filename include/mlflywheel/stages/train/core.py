@@ -25,6 +25,7 @@ from mlflywheel.services.names import (
     TAG_RUN_KEY,
     TAG_TRIGGER,
 )
+from mlflywheel.services.native import record_digest
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -125,6 +126,7 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             pip_requirements=_requirements(config), pyfunc_predict_fn="predict_proba")
         mlflow.set_tag(TAG_MODEL_URI, model_info.model_uri)
+        record_digest(ws, run.info.run_id, model_info.model_uri)  # what load_native checks before unpickling
     log.info("trained %s: run %s, holdout %s", run_key, run.info.run_id,
              {k: round(v, 4) for k, v in metrics.items()})
     finished = mlflow_client.get_run(run.info.run_id)
