@@ -33,8 +33,9 @@ def _download(ws: Workspace, model_uri: str, folder: Path) -> bytes:
     from mlflywheel.services import tracking
 
     with tracking.active(ws):
-        root = ModelsArtifactRepository.get_underlying_uri(model_uri) if model_uri.startswith("models:/") \
-            else model_uri
+        root = model_uri
+        if model_uri.startswith("models:/"):
+            root = str(ModelsArtifactRepository.get_underlying_uri(model_uri))  # type: ignore[no-untyped-call]  # MLflow: unannotated
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{root.rstrip('/')}/{PICKLE}", dst_path=str(folder))
     return Path(path).read_bytes()
 
