@@ -185,3 +185,14 @@ def test_scanner_reads_what_git_tracks(planted):
     files = tracked_files(planted)
     assert sorted(files) == ["config/app.yaml", "ok/app.yaml"]
     assert [f.path for f in scan(planted, files)] == ["config/app.yaml"]
+
+
+#: what running the project writes; none of it belongs in git (it may hold run ids, paths, data)
+RUN_TIME_STATE = re.compile(r"(^|/)(mlruns|\.flywheel|\.mypy_cache|test-artifacts)/|\.(db|db-wal|db-shm)$")
+
+
+def test_no_run_time_state_is_tracked():
+    """A SQLite store or a workspace committed by accident: stale runs, paths of someone's machine."""
+    tracked = [f for f in tracked_files(ROOT) if RUN_TIME_STATE.search(f)]
+    assert tracked == []
+    assert RUN_TIME_STATE.search("mlflow.db") and RUN_TIME_STATE.search("x/.flywheel/mlflow/mlflow.db")
