@@ -127,8 +127,9 @@ def main() -> None:
     phases: list[dict[str, float]] = []
 
     def ours() -> None:
-        phases.append(score_day(spark, config, ws, day=DAY, served=served, model_sha256=sha, payload=payload, store=None,
-                  output_root=tmp / "out" / "ours", quarantine_root=tmp / "quarantine", submission="bench")["phase_seconds"])
+        phases.append(score_day(spark, config, ws, day=DAY, served=served, model_sha256=sha, payload=payload,
+                                store=None, output_root=tmp / "out" / "ours", quarantine_root=tmp / "quarantine",
+                                submission="bench")["phase_seconds"])
 
     udf = mlflow.pyfunc.spark_udf(spark, info.model_uri, result_type="array<double>", env_manager="local")
 
@@ -174,7 +175,8 @@ def main() -> None:
     print(f"| {'variant':36} | {'seconds':>7} | {'rows/s':>10} | {'rows/s incl. start-up':>21} |")
     print(f"|{'-' * 38}|{'-' * 9}|{'-' * 12}|{'-' * 23}|")
     for name, seconds in results.items():
-        with_start = rows / (seconds + startup) if "Spark" in name or "spark" in name or "job" in name else rows / seconds
+        with_start = (rows / (seconds + startup) if "Spark" in name or "spark" in name or "job" in name
+                      else rows / seconds)
         print(f"| {name:36} | {seconds:7.2f} | {rows / seconds:10,.0f} | {with_start:21,.0f} |")
     print(f"mlflywheel job phases (s): {phases}")
     ours_s = results["mlflywheel batch job"]
@@ -185,7 +187,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "batch_vs_spark_udf.json").write_text(json.dumps(
         {"rows": rows, "features": len(CATEGORICAL) + len(NUMERIC), "spark_startup_s": startup,
-         "seconds": results, "job_phase_seconds": phases, "rows_per_s": {k: rows / v for k, v in results.items()}}, indent=2))
+         "seconds": results, "job_phase_seconds": phases,
+         "rows_per_s": {k: rows / v for k, v in results.items()}}, indent=2))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def main() -> None:
     print()
     print(f"fraud MLP (torch_mlp, {mlp.epochs_} epochs); fp32 parity "
           f"{mlp_manifest['variants']['fp32']['parity']['max_abs_diff']:.2e}; int8: "
-          + ("published" if mlp_manifest["variants"]["int8"]["published"] else mlp_manifest["variants"]["int8"]["reason"]))
+          + ("published" if mlp_manifest["variants"]["int8"]["published"]
+             else mlp_manifest["variants"]["int8"]["reason"]))
     print(benchmark.table(mlp_results))
     eager = {m.batch_size: m for m in mlp_results if m.variant == TORCH}
     for m in mlp_results:

@@ -108,7 +108,8 @@ def build_train_dag(config: PipelineConfig) -> DAG:
     with DAG(
         dag_id=config.train_dag_id,
         description=(config.description.strip() or f"{config.name} training")[:200],
-        doc_md=__doc__ + (f"\n\n## This pipeline: `{config.name}`\n\n{config.description}" if config.description else ""),
+        doc_md=__doc__ + (f"\n\n## This pipeline: `{config.name}`\n\n{config.description}"
+                          if config.description else ""),
         schedule=schedule,
         start_date=start,
         catchup=False,

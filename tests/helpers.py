@@ -230,7 +230,8 @@ def slow_onnx(src: Path, dst: Path, *, size: int = 2048, matmuls: int = 60) -> P
         nodes.append(helper.make_node("MatMul", [f"slow_{i}", "slow_w"], [f"slow_{i + 1}"]))
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     reduce = (helper.make_node("ReduceSum", [f"slow_{matmuls}", "slow_axes"], ["slow_sum"], keepdims=1)
-              if opset >= 13 else helper.make_node("ReduceSum", [f"slow_{matmuls}"], ["slow_sum"], axes=[1], keepdims=1))
+              if opset >= 13
+              else helper.make_node("ReduceSum", [f"slow_{matmuls}"], ["slow_sum"], axes=[1], keepdims=1))
     nodes += [reduce,
               helper.make_node("Clip", ["slow_sum", "slow_lo", "slow_hi"], ["slow_clip"]),
               helper.make_node("Mul", ["slow_clip", "slow_zero"], ["slow_nothing"]),

@@ -227,7 +227,8 @@ def test_a_killed_job_leaves_no_partial_partition(champion, spark):
     start, end = _at(day)
     env = {**os.environ, "FLYWHEEL_HOME": str(ws.home)}
     proc = subprocess.Popen([str(Path(sys.executable).with_name("spark-submit")), "--master", "local[1]",
-                             str(ROOT / "include" / "mlflywheel" / "stages" / "batch_score" / "job.py"), "--pipeline", config.name,
+                             str(ROOT / "include" / "mlflywheel" / "stages" / "batch_score" / "job.py"),
+                             "--pipeline", config.name,
                              "--start", start.isoformat(), "--end", end.isoformat(), "--submission", "killed"],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

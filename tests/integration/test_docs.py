@@ -46,7 +46,8 @@ def test_writing_dags_guide_runs_as_written(tmp_path):
         elif kind == "bash":
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=work, env=env,
                                   capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, f"{doc} block failed:\n{body}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            assert done.returncode == 0, (f"{doc} block failed:\n{body}\n--- stdout\n{done.stdout}"
+                                          f"\n--- stderr\n{done.stderr}")
             ran += 1
         else:
             assert kind == "text", f"{doc}: a {kind!r} block is neither run nor marked text"

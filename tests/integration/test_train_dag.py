@@ -81,7 +81,8 @@ def test_first_run_registers_a_champion(fraud):
                                        "export_quantize", "benchmark", "batch_score"], "success"),
                       "deploy_canary": "skipped"}
     # a first model is already @champion: nothing to roll out, said in the deployment ledger
-    (skip,) = [json.loads(line) for line in (ws.reports_dir / config.name / "deployments.jsonl").read_text().splitlines()]
+    (skip,) = [json.loads(line)
+               for line in (ws.reports_dir / config.name / "deployments.jsonl").read_text().splitlines()]
     assert skip["event"] == "deploy_canary:skipped" and "already @champion" in skip["reason"]
     (version,) = _versions(ws, config)
     client = tracking.client(ws)

@@ -57,7 +57,8 @@ def test_check_calls_the_core_at_the_run_time(window, expected):
 def test_bad_input_fails_without_retry():
     op = DriftCheckOperator(task_id="c", pipeline="fraud")
     op.interval_end = AS_OF.isoformat()
-    with mock.patch("mlflywheel.stages.drift_check.check.run_drift_check", side_effect=DriftInputError("snapshot missing")), \
+    with mock.patch("mlflywheel.stages.drift_check.check.run_drift_check",
+                    side_effect=DriftInputError("snapshot missing")), \
             pytest.raises(AirflowFailException, match="DriftInputError: snapshot missing"):
         op.execute({})
     with pytest.raises(ValueError, match="window_days must be at least 1"):
@@ -108,12 +109,14 @@ def test_drift_triggered_training_uses_the_events_window_and_records_the_reason(
         {"reason": "amount drifted", "retrain_window_days": 14}]
     assert drift_trigger_extras(context, "flywheel://ctr/drift") == []
     snapshot = {"uri": "/s", "digest": "d", "rows": 1}
-    with mock.patch("mlflywheel.stages.feature_materialize.materialize_and_snapshot", return_value={"snapshot": snapshot}) as core:
+    with mock.patch("mlflywheel.stages.feature_materialize.materialize_and_snapshot",
+                    return_value={"snapshot": snapshot}) as core:
         result = op.execute(context)
     assert core.call_args.kwargs == {"interval_end": AS_OF, "window_days": 14}
     assert result["run_key"].endswith("/w14")
     assert describe_trigger(context) == "asset_triggered: flywheel://fraud/drift (amount drifted)"
     # a scheduled run keeps the configured window
-    with mock.patch("mlflywheel.stages.feature_materialize.materialize_and_snapshot", return_value={"snapshot": snapshot}) as core:
+    with mock.patch("mlflywheel.stages.feature_materialize.materialize_and_snapshot",
+                    return_value={"snapshot": snapshot}) as core:
         op.execute({"dag_run": SimpleNamespace(run_type="scheduled")})
     assert core.call_args.kwargs["window_days"] == 28

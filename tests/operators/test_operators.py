@@ -132,7 +132,8 @@ def test_missing_landing_data_is_left_to_retry():
 def test_materialize_window(window, expected):
     op = _rendered(MaterializeFeaturesOperator(task_id="f", pipeline="fraud", window_days=window))
     snapshot = {"uri": "/s", "digest": "d", "rows": 1}
-    with mock.patch("mlflywheel.stages.feature_materialize.materialize_and_snapshot", return_value={"snapshot": snapshot}) as core:
+    with mock.patch("mlflywheel.stages.feature_materialize.materialize_and_snapshot",
+                    return_value={"snapshot": snapshot}) as core:
         result = op.execute({})
     assert core.call_args.kwargs == {"interval_end": END, "window_days": expected}
     assert result["run_key"] == f"fraud/20260510T0000Z-20260511T0000Z/w{expected}"
@@ -209,7 +210,8 @@ def test_gate_that_cannot_judge_fails_without_retry():
 def test_register_refuses_anything_but_approved():
     op = _rendered(RegisterModelOperator(task_id="register", pipeline="fraud",
                                          verdict={**VERDICT, "decision": "rejected", "reasons": ["x"]}))
-    with mock.patch("mlflywheel.stages.register.register") as core, pytest.raises(AirflowFailException, match="rejected"):
+    with mock.patch("mlflywheel.stages.register.register") as core, \
+            pytest.raises(AirflowFailException, match="rejected"):
         op.execute({})
     core.assert_not_called()
 
@@ -235,7 +237,8 @@ def test_export_parity_failure_fails_without_retry():
 
     op = _rendered(ExportQuantizeOperator(task_id="export_quantize", pipeline="fraud",
                                           registered={"name": "fraud_detector", "version": "3"}))
-    with mock.patch("mlflywheel.stages.export_quantize.export_version", side_effect=ParityError("max diff 0.006 > 1e-05")), \
+    with mock.patch("mlflywheel.stages.export_quantize.export_version",
+                    side_effect=ParityError("max diff 0.006 > 1e-05")), \
             pytest.raises(AirflowFailException, match="ParityError: max diff 0.006"):
         op.execute({})
 

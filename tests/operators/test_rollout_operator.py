@@ -60,12 +60,14 @@ def test_start_calls_the_core_then_defers_for_one_analysis_interval(op):
 
 def test_nothing_to_deploy_skips_the_task(op):
     op.benchmarked = {**APPROVED, "decision": "rejected"}
-    with mock.patch("mlflywheel.stages.deploy_canary.controller.start") as core, pytest.raises(AirflowSkipException, match="rejected"):
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.start") as core, \
+            pytest.raises(AirflowSkipException, match="rejected"):
         op.execute({})
     assert not core.called
     op.benchmarked = APPROVED
     reason = "model server metrics at http://127.0.0.1:8000/metrics unreadable: refused"
-    with mock.patch("mlflywheel.stages.deploy_canary.controller.start", return_value=state("skipped", reasons=[reason])), \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.start",
+                    return_value=state("skipped", reasons=[reason])), \
             pytest.raises(AirflowSkipException, match="unreadable: refused"):
         op.execute({})
 
@@ -73,7 +75,8 @@ def test_nothing_to_deploy_skips_the_task(op):
 @pytest.mark.parametrize("decision", ["wait", "advance"])
 def test_a_step_in_progress_defers_again(op, decision):
     event = {"status": "success", "state": state("started"), "ready": True}
-    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step", return_value=state(decision, step_index=1)) as core, \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step",
+                    return_value=state(decision, step_index=1)) as core, \
             pytest.raises(TaskDeferred) as deferred:
         op.execute_complete({}, event)
     assert core.call_args.args[2:] == (CLIENT, event["state"])
@@ -90,7 +93,8 @@ def test_promote_and_rollback_end_the_task_without_failing(op, decision):
 
 
 def test_a_failed_analysis_rolls_the_canary_back_before_failing(op):
-    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step", side_effect=GateMisconfigured("counter went down")), \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step",
+                    side_effect=GateMisconfigured("counter went down")), \
             mock.patch("mlflywheel.stages.deploy_canary.controller.abort") as abort, \
             pytest.raises(AirflowFailException, match="GateMisconfigured: counter went down"):
         op.execute_complete({}, {"status": "success", "state": state("wait")})
@@ -99,7 +103,8 @@ def test_a_failed_analysis_rolls_the_canary_back_before_failing(op):
 
 
 def test_a_trigger_error_rolls_back_and_fails(op):
-    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step") as core, mock.patch("mlflywheel.stages.deploy_canary.controller.abort") as abort, \
+    with mock.patch("mlflywheel.stages.deploy_canary.controller.run_step") as core, \
+            mock.patch("mlflywheel.stages.deploy_canary.controller.abort") as abort, \
             pytest.raises(AirflowFailException, match="without success"):
         op.execute_complete({}, {"status": "error", "state": state("wait")})
     assert not core.called and abort.call_args.args[3] == "2"

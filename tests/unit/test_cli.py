@@ -44,6 +44,7 @@ def test_task_timings_from_a_dags_test_log():
         "2026-11-21T06:52:41.133691Z [info ] [DAG TEST] end task task_id=validate map_index=-1 [x]",
         "2026-11-21T06:52:41.2Z [info ] [DAG TEST] starting task_id=train map_index=-1 [x]",
         "2026-11-21T06:52:43.7Z [info ] [DAG TEST] end task task_id=train map_index=-1 [x]",
-        "2026-11-21T06:52:44Z [info ] DagRun Finished: dag_id=fraud__train, logical_date=x, state=failed, run_type=manual",
+        "2026-11-21T06:52:44Z [info ] DagRun Finished: dag_id=fraud__train, logical_date=x, state=failed, "
+        "run_type=manual",
     ])
     assert task_timings(log) == ({"validate": 9.22, "train": 2.5}, "failed")

@@ -209,7 +209,8 @@ def test_flywheel_commands_parse(services):
     with pytest.raises(SystemExit):  # the check itself can fail
         build_parser().parse_args(["serve", "--pipline", "fraud"])
     served = _argv(services["model-server"]["command"])
-    assert served[:2] == ["flywheel", "serve"] and "--host" in served and served[served.index("--host") + 1] == "0.0.0.0"
+    assert (served[:2] == ["flywheel", "serve"] and "--host" in served
+            and served[served.index("--host") + 1] == "0.0.0.0")
 
 
 def test_airflow_commands_parse_with_the_celery_executor(services, tmp_path):

@@ -87,7 +87,8 @@ def test_every_change_applied_to_the_cluster_as_an_inference_service(registry, m
         deployments.rollback(ws, config, client, "p99")
     finally:
         api.close()
-    assert [r["path"] for r in api.requests] == ["/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/ctr"] * 3
+    assert ([r["path"] for r in api.requests]
+            == ["/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/ctr"] * 3)
     first = api.requests[0]
     assert first["query"] == {"fieldManager": ["mlflywheel"], "force": ["true"]}
     assert first["headers"]["Content-Type"] == "application/apply-patch+yaml"

@@ -57,7 +57,8 @@ CASES = [
     ("trailing-garbage", "POST", P, body(ctr_record()) + b" x", JSON, 400, "malformed_json", None),
     ("single-quotes", "POST", P, b"{'records': []}", JSON, 400, "malformed_json", None),
     ("trailing-comma", "POST", P, b'{"records": [1,]}', JSON, 400, "malformed_json", None),
-    ("nan-literal", "POST", P, one().replace(b'"bid_price": 1.5', b'"bid_price": NaN'), JSON, 400, "malformed_json", None),
+    ("nan-literal", "POST", P, one().replace(b'"bid_price": 1.5', b'"bid_price": NaN'), JSON, 400,
+     "malformed_json", None),
     ("infinity-literal", "POST", P, one().replace(b'"bid_price": 1.5', b'"bid_price": Infinity'), JSON, 400,
      "malformed_json", None),
     ("minus-infinity", "POST", P, one().replace(b'"bid_price": 1.5', b'"bid_price": -Infinity'), JSON, 400,
@@ -148,7 +149,8 @@ CASES = [
     ("infer-no-inputs", "POST", V2, b'{"id": "a"}', JSON, 422, "missing_field", "inputs"),
     ("infer-inputs-not-list", "POST", V2, b'{"inputs": {}}', JSON, 422, "invalid_type", "inputs"),
     ("infer-unknown-input", "POST", V2, infer(*tensors(), {"name": "colour", "datatype": "BYTES", "shape": [1],
-                                                         "data": ["red"]}), JSON, 422, "unknown_field", "inputs[8].name"),
+                                                         "data": ["red"]}), JSON, 422,
+     "unknown_field", "inputs[8].name"),
     ("infer-missing-input", "POST", V2, infer(*tensors(position=None)), JSON, 422, "missing_field", "inputs.position"),
     ("infer-bytes-for-number", "POST", V2, infer(*tensors(position={"name": "position", "datatype": "BYTES",
                                                                    "shape": [1], "data": ["2"]})), JSON, 422,
@@ -229,7 +231,8 @@ def test_the_column_wise_check_agrees_with_the_row_by_row_one(server, monkeypatc
     from mlflywheel.serving import contract as c
 
     contract = server.server.contract
-    records = [ctr_record(ad_id=i + 1, position=i % 5 + 1, bid_price_mean_7d=None if i % 2 else 0.5) for i in range(MAX_ROWS)]
+    records = [ctr_record(ad_id=i + 1, position=i % 5 + 1, bid_price_mean_7d=None if i % 2 else 0.5)
+               for i in range(MAX_ROWS)]
     records[3]["impression_id"] = "imp-3"
     fast = c.parse_predict(body(*records), contract)
     monkeypatch.setattr(c, "_records_fast", lambda records, contract: None)

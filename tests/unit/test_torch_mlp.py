@@ -18,7 +18,8 @@ LOOSE = ParityLimits(max_abs_diff=1.0, min_decision_agreement=0.0, max_metric_de
 def data():
     rng = np.random.default_rng(3)
     n = 3000
-    frame = pd.DataFrame({"colour": rng.choice(["red", "green", "blue"], n), "size": rng.normal(0, 1, n).astype("float32"),
+    frame = pd.DataFrame({"colour": rng.choice(["red", "green", "blue"], n),
+                          "size": rng.normal(0, 1, n).astype("float32"),
                           "weight": np.where(rng.random(n) < 0.05, np.nan, rng.normal(5, 2, n)).astype("float32")})
     logit = 1.5 * frame["size"] + (frame["colour"] == "red") * 1.0 - 1.0
     frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)

@@ -36,9 +36,12 @@ def test_clean_day_passes_every_expectation(fraud_day, suite):
 
 
 @pytest.mark.parametrize(("kind", "expected"), [
-    ("missing_column", {("expect_table_columns_to_match_set", None), ("expect_column_values_to_be_of_type", "amount"),
-                        ("expect_column_values_to_not_be_null", "amount"), ("expect_column_values_to_be_between", "amount")}),
-    ("wrong_dtype", {("expect_column_values_to_be_of_type", "amount"), ("expect_column_values_to_be_between", "amount")}),
+    ("missing_column", {("expect_table_columns_to_match_set", None),
+                        ("expect_column_values_to_be_of_type", "amount"),
+                        ("expect_column_values_to_not_be_null", "amount"),
+                        ("expect_column_values_to_be_between", "amount")}),
+    ("wrong_dtype", {("expect_column_values_to_be_of_type", "amount"),
+                     ("expect_column_values_to_be_between", "amount")}),
     ("null_required", {("expect_column_values_to_not_be_null", "amount")}),
     ("out_of_range", {("expect_column_values_to_be_between", "amount")}),
     ("duplicate_ids", {("expect_column_values_to_be_unique", "transaction_id")}),

@@ -94,7 +94,8 @@ class TrainingSpec(_Strict):
     @model_validator(mode="after")
     def _holdout_inside_window(self) -> TrainingSpec:
         if self.holdout_days >= self.window_days:
-            raise ValueError(f"holdout_days ({self.holdout_days}) must be smaller than window_days ({self.window_days})")
+            raise ValueError(f"holdout_days ({self.holdout_days}) must be smaller than "
+                             f"window_days ({self.window_days})")
         if not (self.categorical or self.numeric):
             raise ValueError("list the model inputs under categorical and/or numeric")
         return self
@@ -465,7 +466,8 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid pipeline config:\n" + _describe(exc)) from exc
     if config.name != path.stem:
-        raise ConfigError(f"{path}: key 'name' is {config.name!r} but the file is named {path.stem!r}.yaml; they must match")
+        raise ConfigError(f"{path}: key 'name' is {config.name!r} but the file is named {path.stem!r}.yaml; "
+                          "they must match")
     return config
 
 

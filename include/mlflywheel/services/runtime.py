@@ -132,7 +132,8 @@ class OnnxModel:
         if PROBABILITIES not in outputs:
             raise SchemaMismatch(f"{self.path}: expected an output named {PROBABILITIES!r}, found {outputs}")
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.categories: dict[str, set[str]] = {k: set(v) for k, v in json.loads(meta.get(META_CATEGORIES, "{}")).items()}
+        self.categories: dict[str, set[str]] = {k: set(v)
+                                                 for k, v in json.loads(meta.get(META_CATEGORIES, "{}")).items()}
         unsupported = {n: t for n, t in self.inputs.items() if t not in ("tensor(string)", "tensor(float)")}
         if unsupported:
             raise SchemaMismatch(f"{self.path}: inputs must be tensor(string) or tensor(float), found {unsupported}")

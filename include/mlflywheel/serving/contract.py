@@ -412,7 +412,8 @@ def parse_infer(body: bytes, contract: Contract) -> InferRequest:
         spec = contract.input_fields[name]
         datatype = tensor.get("datatype")
         expected = "BYTES" if spec.kind == "string" else "a numeric datatype"
-        if (spec.kind == "string") != (datatype == "BYTES") or (spec.kind != "string" and datatype not in NUMERIC_TYPES):
+        if ((spec.kind == "string") != (datatype == "BYTES")
+                or (spec.kind != "string" and datatype not in NUMERIC_TYPES)):
             raise RequestError(422, "invalid_type", f"input {name!r}: datatype must be {expected}, found {datatype!r}",
                                f"{where}.datatype")
         shape = tensor.get("shape")

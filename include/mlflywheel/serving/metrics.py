@@ -63,7 +63,8 @@ class ServerMetrics:
         _in_process_values()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(f"{PREFIX}_requests", "HTTP requests answered, by route, model version, role and status",
+        self.requests = Counter(f"{PREFIX}_requests",
+                                "HTTP requests answered, by route, model version, role and status",
                                 ["route", "version", "role", "code"], registry=r)
         self.errors = Counter(f"{PREFIX}_errors", "Non-2xx answers, by route, model version and error code",
                               ["route", "version", "code"], registry=r)

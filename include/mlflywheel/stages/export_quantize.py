@@ -225,7 +225,8 @@ def export_onnx(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
     """
     import onnx
 
-    model = estimator.to_onnx(config.export.opset) if hasattr(estimator, "to_onnx") else _sklearn_graph(estimator, config)
+    model = (estimator.to_onnx(config.export.opset) if hasattr(estimator, "to_onnx")
+             else _sklearn_graph(estimator, config))
     outputs = [o.name for o in model.graph.output]
     if PROBABILITIES not in outputs:
         raise ParityError(f"skl2onnx produced outputs {outputs}, expected {PROBABILITIES!r}")
@@ -331,9 +332,11 @@ def export_variants(estimator: Any, holdout: pd.DataFrame, config: PipelineConfi
             variants["int8"] = {"published": False, "reason": f"parity ({method}): " + "; ".join(check8.failures),
                                 "method": method, "parity": asdict(check8)}
     else:
-        model_ops = sorted({n.op_type for n in graph.graph.node if n.domain == "ai.onnx.ml"} - {"Imputer", "OneHotEncoder", "Scaler"})
+        model_ops = sorted({n.op_type for n in graph.graph.node if n.domain == "ai.onnx.ml"}
+                           - {"Imputer", "OneHotEncoder", "Scaler"})
         variants["int8"] = {"published": False,
-                            "reason": f"no MatMul/Gemm in the graph (model ops {model_ops}): INT8 has nothing to quantize"}
+                            "reason": f"no MatMul/Gemm in the graph (model ops {model_ops}): "
+                                      "INT8 has nothing to quantize"}
     manifest = {"pipeline": config.name, "opset": config.export.opset, "input_schema": fp32.input_schema,
                 "holdout_rows": len(x), "variants": variants}
     write_text_atomic(json.dumps(manifest, indent=2), out_dir / "export.json")

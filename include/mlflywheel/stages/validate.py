@@ -217,7 +217,8 @@ def _observed(result: dict[str, Any], frame: pd.DataFrame, kwargs: dict[str, Any
                 "unexpected_percent": round(body.get("unexpected_percent") or 0.0, 4),
                 "examples": body.get("partial_unexpected_list", [])[:5]}
     info = result.get("exception_info") or {}
-    messages = [v.get("exception_message") for v in info.values() if isinstance(v, dict)] or [info.get("exception_message")]
+    messages = ([v.get("exception_message") for v in info.values() if isinstance(v, dict)]
+                or [info.get("exception_message")])
     messages = [m for m in messages if m]
     return f"error: {messages[0]}" if messages else "no result"
 

@@ -48,7 +48,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(f"{config.name}: no data.generator configured; skipped")
             continue
         paths = write_landing(config, ws, start=start, end=end, scenario=args.scenario,
-                              scenario_start=dt.date.fromisoformat(args.scenario_start) if args.scenario_start else None)
+                              scenario_start=(dt.date.fromisoformat(args.scenario_start)
+                                              if args.scenario_start else None))
         print(f"{config.name}: {len(paths)} daily partitions {start}..{end - dt.timedelta(days=1)} "
               f"(scenario {args.scenario}) under {Path(paths[0]).parents[1]}")
         if getattr(args, "label_delay_days", None) is not None:

@@ -437,7 +437,8 @@ def _start(service: Service, env: dict[str, str], log: Path) -> Record:
 
 
 #: ``feast apply`` of the repo (idempotent): the model server looks its feature service up at start
-FEAST_APPLY = ("from mlflywheel.services.features import apply_repo, load_store; from mlflywheel.services.settings import Workspace; "
+FEAST_APPLY = ("from mlflywheel.services.features import apply_repo, load_store; "
+               "from mlflywheel.services.settings import Workspace; "
                "ws = Workspace.from_env(); print('applied views:', apply_repo(load_store(ws), ws))")
 
 

@@ -39,9 +39,11 @@ class DriftTriggerOperator(PipelineOperator):
 
         verdict = self.verdict
         if not isinstance(verdict, dict) or "decision" not in verdict:
-            raise ValueError(f"verdict: expected the drift_check result (a dict with 'decision'), found {verdict!r:.200}")
+            raise ValueError("verdict: expected the drift_check result (a dict with 'decision'), "
+                             f"found {verdict!r:.200}")
         if verdict["decision"] != "retrain":
-            raise AirflowSkipException(f"decision {verdict['decision']!r}: no retrain trigger ({verdict.get('detail')})")
+            raise AirflowSkipException(f"decision {verdict['decision']!r}: no retrain trigger "
+                                       f"({verdict.get('detail')})")
         extra = event_extra(verdict)
         (asset,) = [a for a in self.outlets if getattr(a, "uri", None) == self.config.drift_asset_uri]
         context["outlet_events"][asset].extra = extra

@@ -86,7 +86,8 @@ class TorchTabularClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
             np.zeros((len(x), 0), np.float32)
         return cats, nums
 
-    def fit(self, x: pd.DataFrame, y: Any, X_val: pd.DataFrame | None = None, y_val: Any = None) -> TorchTabularClassifier:  # noqa: N803
+    def fit(self, x: pd.DataFrame, y: Any, X_val: pd.DataFrame | None = None,  # noqa: N803
+            y_val: Any = None) -> TorchTabularClassifier:
         import numpy as np
         import torch
 
