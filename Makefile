@@ -57,7 +57,7 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 
 test: install browser
-	$(BIN)/ruff check include plugins dags tests bench feature_repo
+	$(BIN)/ruff check include plugins dags tests bench feature_repo examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
 
@@ -65,7 +65,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "unit or dags or operators" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check include plugins dags tests bench feature_repo
+	$(BIN)/ruff check include plugins dags tests bench feature_repo examples
 	$(BIN)/mypy
 
 # mypy, strict, on include/mlflywheel and plugins/mlflywheel_airflow ([tool.mypy] in pyproject.toml)

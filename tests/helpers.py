@@ -48,7 +48,7 @@ def save_onnx(estimator: Any, config: Any, path: Path) -> Path:
     """``estimator`` exported as the pipeline's ONNX graph at ``path``."""
     import onnx
 
-    from mlflywheel.stages.export_quantize import export_onnx
+    from mlflywheel.services.onnx_export import export_onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(export_onnx(estimator, config), str(path))

@@ -276,3 +276,30 @@ def test_pytorch_trainer_runs_the_same_dag_through_benchmark(tmp_path_factory, a
         assert mv.tags["flywheel.onnx.int8.method"] == "static-qdq (2000 calibration rows)"
         assert mv.tags["flywheel.benchmark.decision"] == "approved"
         assert mv.tags["flywheel.serve_variant"].startswith("onnx-")
+
+
+def test_a_teams_own_trainer_outside_the_package_runs_the_whole_dag(tmp_path_factory, airflow_db):
+    """examples/team_models: a module and a pipeline YAML of a team's own, nothing changed in include/."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "examples"))
+        ws, config = _workspace(tmp_path_factory, mp, "fraud", pipelines_dir=ROOT / "examples" / "team_models" /
+                                "pipelines")
+        assert config.training.trainer == "team_models.fraud_gbm:train"
+        state, states = _run(config, LOGICAL)
+        assert state == "success", states
+        assert states.pop("deploy_canary") == "skipped"  # a first model: already @champion
+        assert set(states.values()) == {"success"}
+        (version,) = _versions(ws, config)
+        client = tracking.client(ws)
+        mv = client.get_model_version(config.model_name, version.version)
+        run = client.get_run(mv.run_id)
+        assert run.data.params["trainer"] == "team_models.fraud_gbm:train"
+        assert run.data.params["model.n_estimators"] == "80"
+        assert run.data.tags["flywheel.gate.decision"] == "approved"
+        assert sorted(mv.aliases) == ["challenger", "champion"]
+        assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
+        scored = pd.read_parquet(ws.predictions_root / config.name / f"ds={LAST_DAY}")
+        assert len(scored) > 1000 and set(scored["model_version"]) == {str(version.version)}
+        # the same interval again: the run and the version are found, not made twice
+        state, _ = _run(config, LOGICAL)
+        assert state == "success" and len(_versions(ws, config)) == 1

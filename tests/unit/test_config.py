@@ -85,3 +85,12 @@ def test_name_must_match_file(tmp_path, raw):
     path = _write(tmp_path, raw, name="other")
     with pytest.raises(ConfigError, match="key 'name' is 'fraud' but the file is named 'other'"):
         load_pipeline(path)
+
+
+def test_the_project_root_without_the_environment_is_the_checkout(monkeypatch):
+    """What `flywheel` and the image use when FLYWHEEL_PROJECT_ROOT is not set (make and the tests set it)."""
+    from mlflywheel.services.settings import project_root
+
+    monkeypatch.delenv("FLYWHEEL_PROJECT_ROOT", raising=False)
+    assert project_root() == Path(__file__).resolve().parents[2]
+    assert (project_root() / "include" / "pipelines" / "fraud.yaml").is_file()

@@ -12,8 +12,9 @@ import pytest
 from mlflywheel.services.config import ExportSpec, ParityLimits
 from mlflywheel.services.dataset import model_inputs
 from mlflywheel.services.errors import ConfigError, ModelIntegrityError, ParityError, SchemaMismatch
+from mlflywheel.services.onnx_export import export_onnx
 from mlflywheel.services.runtime import OnnxModel, resolve_providers
-from mlflywheel.stages.export_quantize import export_onnx, export_variants, parity
+from mlflywheel.stages.export_quantize import export_variants, parity
 from mlflywheel.stages.train.sklearn import build
 
 pytestmark = pytest.mark.unit
@@ -78,7 +79,7 @@ def _with_nans_and_unseen(x: pd.DataFrame, config) -> pd.DataFrame:
 
 def test_binary_tree_rewrite_reproduces_the_classifier_graph(hgb, ctr_frame):
     from mlflywheel.services.names import META_REWRITES
-    from mlflywheel.stages.export_quantize import _binary_tree_classifiers, _sklearn_graph
+    from mlflywheel.services.onnx_export import _binary_tree_classifiers, _sklearn_graph
 
     config, estimator = hgb
     classifier = _sklearn_graph(estimator, config)

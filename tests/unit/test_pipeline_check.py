@@ -39,7 +39,7 @@ def _checks(name: str = "fraud") -> dict[str, tuple[str, str]]:
 def test_shipped_pipelines_pass_and_data_is_checked_once_it_lands(project, capsys):
     checks = _checks()
     assert {k: v[0] for k, v in checks.items()} == {
-        "config": "ok", "suite": "ok", "features": "ok", "registry": "ok", "data": "skip"}
+        "config": "ok", "suite": "ok", "features": "ok", "registry": "ok", "trainer": "ok", "data": "skip"}
     assert main(["data", "generate", "--pipeline", "fraud", "--days", "1", "--end", "2026-05-02"]) == 0
     assert _checks()["data"][0] == "ok"
     assert main(["pipeline", "validate"]) == 0
@@ -116,3 +116,26 @@ def test_bad_yaml_stops_at_config_and_the_cli_fails(project, capsys):
     assert main(["pipeline", "validate", "fraud"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  config" in out and "holdout_days" in out
+
+
+def test_a_trainer_whose_model_cannot_be_exported_is_refused_before_any_run(project, tmp_path, monkeypatch):
+    (tmp_path / "odd_models.py").write_text(
+        "import numpy as np\n"
+        "class Constant:\n"
+        "    def predict_proba(self, x):\n"
+        "        return np.tile([0.9, 0.1], (len(x), 1))\n"
+        "def train(data):\n"
+        "    return Constant()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = project / "include" / "pipelines" / "fraud.yaml"
+    path.write_text(path.read_text().replace("trainer: sklearn_hgb", "trainer: odd_models:train"))
+    status, detail = _checks()["trainer"]
+    assert status == "FAIL"
+    assert detail.startswith("pipeline fraud: trainer 'odd_models:train' returned a Constant that cannot be exported")
+
+
+def test_a_trainer_that_does_not_exist_is_named(project):
+    path = project / "include" / "pipelines" / "fraud.yaml"
+    path.write_text(path.read_text().replace("trainer: sklearn_hgb", "trainer: churn_team.models:train"))
+    status, detail = _checks()["trainer"]
+    assert status == "FAIL" and "module 'churn_team.models' cannot be imported" in detail

@@ -83,7 +83,9 @@ class FeatureSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    trainer: Literal["sklearn_hgb", "sklearn_logreg", "torch_mlp"] = "sklearn_hgb"
+    #: a built-in (sklearn_hgb, sklearn_logreg, torch_mlp), ``module.path:function``, or the name of an
+    #: installed ``mlflywheel.trainers`` entry point (see mlflywheel.stages.train.contract)
+    trainer: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")] = "sklearn_hgb"
     window_days: Annotated[int, Field(ge=2, le=365)] = 28
     holdout_days: Annotated[int, Field(ge=1, le=60)] = 5
     seed: int = 42

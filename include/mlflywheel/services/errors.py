@@ -68,3 +68,11 @@ class DriftInputError(FlywheelError):
 
 class ModelNotPublished(RegistryError):
     """A model version has no published artifact of the kind asked for (no logged model, no ONNX variant)."""
+
+
+class TrainerError(FlywheelError):
+    """A pipeline's trainer cannot be found, fails while fitting, or returns what the contract does not allow."""
+
+
+class ExportError(FlywheelError):
+    """A fitted model cannot be converted to the ONNX graph the pipeline serves."""

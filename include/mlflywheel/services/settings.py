@@ -41,7 +41,7 @@ def project_root() -> Path:
     env = os.environ.get("FLYWHEEL_PROJECT_ROOT")
     if env:
         return Path(env).resolve()
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]  # include/mlflywheel/services/settings.py -> the checkout
 
 
 @dataclass(frozen=True)

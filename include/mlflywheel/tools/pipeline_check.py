@@ -13,6 +13,9 @@ Checks, in order (a failed ``config`` stops the rest, the others are independent
 ``features``  the Feast repo declares the feature service, it serves the config's views, each
               view declares exactly the computed features and joins on the config's entity
 ``registry``  no other pipeline registers the same model name
+``trainer``   the trainer resolves (built-in, import path, entry point), fits a synthetic sample
+              of the model inputs under the contract, and its model converts to ONNX: a
+              model the server could not run is refused here, not after registration
 ``data``      when the landing zone has a partition: its columns are the ones the suite and
               the pipeline expect (skipped, not failed, before the first data arrives)
 
@@ -175,6 +178,39 @@ def check_data(config: PipelineConfig, ws: Workspace, column_set: set[str] | Non
     return Check("data", "ok", f"{latest}: {len(columns)} columns, as the suite and the pipeline expect")
 
 
+def check_trainer(config: PipelineConfig, rows: int = 240) -> Check:
+    """Fit the trainer on ``rows`` synthetic rows of the model inputs and convert the result to ONNX.
+
+    The sample exercises the code path, not the model's quality: categoricals cycle through a
+    few strings, numerics are lognormal, the labels alternate in blocks so both classes occur.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from mlflywheel.services.onnx_export import check_exportable
+    from mlflywheel.stages.train.contract import TrainingData
+    from mlflywheel.stages.train.plugins import fit
+
+    rng = np.random.default_rng(config.training.seed)
+    columns: dict[str, Any] = {c: np.array(["a", "b", "c", "d"])[np.arange(rows) % 4]
+                               for c in config.training.categorical}
+    columns.update({c: rng.lognormal(1.0, 1.0, rows).astype("float32") for c in config.training.numeric})
+    x = pd.DataFrame(columns)[config.feature_columns]
+    y = ((np.arange(rows) // 3) % 2).astype("int64")
+    split = rows * 3 // 4
+    data = TrainingData(pipeline=config.name, x=x.iloc[:split], y=y[:split], x_val=x.iloc[split:],
+                        y_val=y[split:], categorical=tuple(config.training.categorical),
+                        numeric=tuple(config.training.numeric), seed=config.training.seed,
+                        params=dict(config.training.params))
+    try:
+        model = fit(config, data)
+        check_exportable(model, config, config.training.trainer)
+    except FlywheelError as exc:
+        return Check("trainer", "FAIL", str(exc))
+    return Check("trainer", "ok", f"{config.training.trainer}: {type(model).__name__} fits a {rows}-row sample "
+                                  "and converts to ONNX")
+
+
 def validate_pipeline(ws: Workspace, name_or_path: str) -> tuple[Path, list[Check]]:
     """Every check on one pipeline; never raises for what it is checking."""
     from mlflywheel.services.config import load_pipeline
@@ -188,7 +224,7 @@ def validate_pipeline(ws: Workspace, name_or_path: str) -> tuple[Path, list[Chec
     checks = [Check("config", "ok", f"{path}: trainer {config.training.trainer}, {inputs} model inputs")]
     suite, column_set = check_suite(config, ws)
     checks += [suite, check_features(config, ws), check_registry(config, ws, path),
-               check_data(config, ws, column_set)]
+               check_trainer(config), check_data(config, ws, column_set)]
     return path, checks
 
 

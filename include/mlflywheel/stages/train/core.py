@@ -26,6 +26,7 @@ from mlflywheel.services.names import (
     TAG_TRIGGER,
 )
 from mlflywheel.services.native import record_digest
+from mlflywheel.services.onnx_export import check_exportable
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -74,7 +75,8 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
     from mlflow.models import infer_signature
 
     from mlflywheel.services.model_metrics import classification_metrics
-    from mlflywheel.stages.train.sklearn import build
+    from mlflywheel.stages.train.contract import TrainingData
+    from mlflywheel.stages.train.plugins import fit
 
     mlflow_client = tracking.client(ws)
     experiment = tracking.experiment_id(mlflow_client, ws, config)
@@ -89,13 +91,17 @@ def train(config: PipelineConfig, ws: Workspace, *, snapshot: dict[str, Any], ru
     frame = load_snapshot(snapshot["uri"], digest)
     train_part, holdout = holdout_split(frame, config)
     features, label = config.feature_columns, config.data.label
-    estimator = build(config.training)
     x_train, y_train = model_inputs(train_part, config), train_part[label].to_numpy()
     x_holdout = model_inputs(holdout, config)
-    if getattr(estimator, "uses_validation", False):  # early stopping on the holdout
-        estimator.fit(x_train, y_train, X_val=x_holdout, y_val=holdout[label].to_numpy())
-    else:
-        estimator.fit(x_train, y_train)
+    # the pipeline's trainer (built-in, import path or entry point); any failure is one TrainerError
+    # naming the pipeline and the trainer, raised before an MLflow run exists
+    estimator = fit(config, TrainingData(
+        pipeline=config.name, x=x_train, y=y_train, x_val=x_holdout, y_val=holdout[label].to_numpy(),
+        categorical=tuple(config.training.categorical), numeric=tuple(config.training.numeric),
+        seed=config.training.seed, params=dict(config.training.params)))
+    # serving and batch scoring run ONNX only: a model that cannot be converted stops here, before
+    # a run, a version or an alias exists
+    check_exportable(estimator, config, config.training.trainer)
     proba = estimator.predict_proba(x_holdout)[:, 1]
     metrics = classification_metrics(holdout[label].to_numpy(), proba, config.gate.decision_threshold)
 

@@ -1,4 +1,4 @@
-"""scikit-learn trainers: preprocessing and model in one ``Pipeline``.
+"""The built-in trainers (``sklearn_hgb``, ``sklearn_logreg``, ``torch_mlp``): preprocessing and model in one estimator.
 
 Categoricals are one-hot encoded before the model (never native categorical splits, which
 skl2onnx mis-converts), so the whole pipeline can later be exported to ONNX as one graph
@@ -15,10 +15,40 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from mlflywheel.services.config import TrainingSpec
+    from mlflywheel.stages.train.contract import TrainingData
 
 
 def build(spec: TrainingSpec) -> Pipeline | Any:
-    """The estimator named by ``spec.trainer`` with ``spec.params`` and ``spec.seed``."""
+    """The (unfitted) estimator of a built-in ``spec.trainer`` with ``spec.params`` and ``spec.seed``."""
+    return _estimator(spec.trainer, categorical=tuple(spec.categorical), numeric=tuple(spec.numeric),
+                      params=dict(spec.params), seed=spec.seed)
+
+
+def hgb(data: TrainingData) -> Pipeline:
+    """Built-in ``sklearn_hgb``: one-hot + median imputation + HistGradientBoostingClassifier."""
+    return _fit(_estimator("sklearn_hgb", categorical=data.categorical, numeric=data.numeric,
+                           params=dict(data.params), seed=data.seed), data)
+
+
+def logreg(data: TrainingData) -> Pipeline:
+    """Built-in ``sklearn_logreg``: one-hot + imputation + scaling + LogisticRegression."""
+    return _fit(_estimator("sklearn_logreg", categorical=data.categorical, numeric=data.numeric,
+                           params=dict(data.params), seed=data.seed), data)
+
+
+def torch_mlp(data: TrainingData) -> Any:
+    """Built-in ``torch_mlp``: embeddings + MLP, early stopping on the holdout."""
+    estimator = _estimator("torch_mlp", categorical=data.categorical, numeric=data.numeric,
+                           params=dict(data.params), seed=data.seed)
+    return estimator.fit(data.x, data.y, X_val=data.x_val, y_val=data.y_val)
+
+
+def _fit(estimator: Any, data: TrainingData) -> Any:
+    return estimator.fit(data.x, data.y)
+
+
+def _estimator(trainer: str, *, categorical: tuple[str, ...], numeric: tuple[str, ...], params: dict[str, Any],
+               seed: int) -> Pipeline | Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.impute import SimpleImputer
@@ -26,32 +56,31 @@ def build(spec: TrainingSpec) -> Pipeline | Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    params: dict[str, Any] = dict(spec.params)
-    if spec.trainer == "torch_mlp":
+    if trainer == "torch_mlp":
         from mlflywheel.stages.train.torch_mlp import TorchTabularClassifier
 
         try:
-            return TorchTabularClassifier(categorical=tuple(spec.categorical), numeric=tuple(spec.numeric),
-                                          seed=spec.seed, **params)
+            return TorchTabularClassifier(categorical=categorical, numeric=numeric, seed=seed, **params)
         except TypeError as exc:
             raise ConfigError(f"training.params: TorchTabularClassifier rejected {params}: {exc}") from exc
-    if spec.trainer == "sklearn_hgb":
-        numeric = SimpleImputer(strategy="median", keep_empty_features=True)
-        model_cls, defaults = HistGradientBoostingClassifier, {"random_state": spec.seed, "early_stopping": False}
-    elif spec.trainer == "sklearn_logreg":
-        numeric = Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                            ("scale", StandardScaler())])
-        model_cls, defaults = LogisticRegression, {"random_state": spec.seed, "max_iter": 1000}
-    else:  # the config's Literal makes this unreachable; kept for callers that bypass it
-        raise ConfigError(f"training.trainer: unknown trainer {spec.trainer!r}")
+    if trainer == "sklearn_hgb":
+        numeric_steps: Any = SimpleImputer(strategy="median", keep_empty_features=True)
+        model_cls, defaults = HistGradientBoostingClassifier, {"random_state": seed, "early_stopping": False}
+    elif trainer == "sklearn_logreg":
+        numeric_steps = Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                                  ("scale", StandardScaler())])
+        model_cls, defaults = LogisticRegression, {"random_state": seed, "max_iter": 1000}
+    else:
+        raise ConfigError(f"training.trainer: {trainer!r} is not a built-in trainer (sklearn_hgb, sklearn_logreg, "
+                          "torch_mlp)")
     try:
         model = model_cls(**{**defaults, **params})
     except TypeError as exc:
         raise ConfigError(f"training.params: {model_cls.__name__} rejected {params}: {exc}") from exc
     transformers = []
-    if spec.categorical:
+    if categorical:
         transformers.append(("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-                             list(spec.categorical)))
-    if spec.numeric:
-        transformers.append(("numeric", numeric, list(spec.numeric)))
+                             list(categorical)))
+    if numeric:
+        transformers.append(("numeric", numeric_steps, list(numeric)))
     return Pipeline([("preprocess", ColumnTransformer(transformers, remainder="drop")), ("model", model)])
