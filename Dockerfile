@@ -38,9 +38,10 @@ RUN uv pip install --python /opt/venv/bin/python --no-deps -e . \
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="mlflywheel" \
       org.opencontainers.image.description="Airflow 3 MLOps pipelines: Airflow, MLflow, model server, Spark"
-# Java 17 for Spark (master, worker and the drivers that tasks start); tini reaps zombies.
+# Java 17 for Spark (master, worker and the drivers that tasks start); tini reaps zombies; libgomp1
+# for LightGBM (XGBoost bundles its own OpenMP).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini procps \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini procps libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 
 ARG UID=50000

@@ -303,3 +303,26 @@ def test_a_teams_own_trainer_outside_the_package_runs_the_whole_dag(tmp_path_fac
         # the same interval again: the run and the version are found, not made twice
         state, _ = _run(config, LOGICAL)
         assert state == "success" and len(_versions(ws, config)) == 1
+
+
+def test_the_xgboost_trainer_runs_the_whole_dag(tmp_path_factory, airflow_db):
+    """The built-in ``xgboost``: gate, registry, ONNX within parity, the benchmark against XGBoost's own predict."""
+    raw = yaml.safe_load((ROOT / "include" / "pipelines" / "fraud.yaml").read_text())
+    raw["training"].update(trainer="xgboost", params={"n_estimators": 120, "max_depth": 5})
+    raw["registry"]["model_name"] = "fraud_xgb"
+    folder = tmp_path_factory.mktemp("xgb-pipelines")
+    (folder / "fraud.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as mp:
+        ws, config = _workspace(tmp_path_factory, mp, "fraud", pipelines_dir=folder)
+        state, states = _run(config, LOGICAL)
+        assert state == "success", states
+        assert states.pop("deploy_canary") == "skipped"  # a first model: already @champion
+        assert set(states.values()) == {"success"}
+        (version,) = _versions(ws, config)
+        client = tracking.client(ws)
+        mv = client.get_model_version(config.model_name, version.version)
+        assert client.get_run(mv.run_id).data.params["trainer"] == "xgboost"
+        assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
+        assert mv.tags["flywheel.benchmark.decision"] == "approved"
+        verdict = json.loads(Path(client.download_artifacts(mv.run_id, "benchmark/verdict.json")).read_text())
+        assert {r["variant"] for r in verdict["results"]} >= {"native", "onnx-fp32@CPU"}

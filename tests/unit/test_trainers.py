@@ -169,3 +169,23 @@ def test_a_model_that_cannot_be_exported_stops_train_before_any_run(config, data
     client = tracking.client(ws)
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
     assert client.search_registered_models() == []
+
+
+@pytest.mark.parametrize("trainer", ["xgboost", "lightgbm"])
+def test_boosted_tree_trainers_export_within_parity_with_missing_values(config, data, trainer, tmp_path):
+    """XGBoost and LightGBM in one scikit-learn Pipeline, converted by onnxmltools' converters through
+    skl2onnx; NaN amounts reach the trees (their own missing-value routing must survive the export)."""
+    from mlflywheel.stages.export_quantize import export_variants
+
+    x = data.x.copy()
+    x.loc[x.index[::7], "amount"] = np.nan
+    data = TrainingData(**{**data.__dict__, "x": x, "params": {"n_estimators": 40, "max_depth": 4}})
+    model = fit(_with_trainer(config, trainer), data)
+    holdout = data.x_val.copy()
+    holdout.loc[holdout.index[::5], "amount"] = np.nan
+    holdout[config.data.label] = data.y_val
+    manifest = export_variants(model, holdout, config, tmp_path / trainer)
+    fp32 = manifest["variants"]["fp32"]
+    assert fp32["published"] and fp32["parity"]["max_abs_diff"] < 1e-5
+    assert fp32["parity"]["decision_agreement"] == 1.0
+    assert type(model.named_steps["model"]).__module__.split(".")[0] == trainer

@@ -154,15 +154,46 @@ def _binary_tree_classifiers(model: onnx.ModelProto) -> list[str]:
     return done
 
 
+_BOOSTERS_REGISTERED = False
+
+
+def register_boosted_trees() -> None:
+    """Teach skl2onnx XGBoost's and LightGBM's classifiers (onnxmltools' converters), once.
+
+    A scikit-learn ``Pipeline`` ending in ``XGBClassifier`` or ``LGBMClassifier`` then converts as
+    one graph like any other, preprocessing included.
+    """
+    global _BOOSTERS_REGISTERED
+    if _BOOSTERS_REGISTERED:
+        return
+    from lightgbm import LGBMClassifier
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from xgboost import XGBClassifier
+
+    options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    update_registered_converter(XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
+                                convert_xgboost, options=options)
+    update_registered_converter(LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
+                                convert_lightgbm, options=options)
+    _BOOSTERS_REGISTERED = True
+
+
 def _sklearn_graph(estimator: Any, config: PipelineConfig) -> onnx.ModelProto:
     """skl2onnx's graph of a fitted pipeline, as it writes it (no zipmap)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
+    register_boosted_trees()
+
     types = [(c, StringTensorType([None, 1])) for c in config.training.categorical]
     types += [(c, FloatTensorType([None, 1])) for c in config.training.numeric]
     with _hgb_missing_flag_fix():
-        model: onnx.ModelProto = convert_sklearn(estimator, initial_types=types, target_opset=config.export.opset,
+        # ai.onnx.ml 3: the TreeEnsemble* operators every ONNX Runtime build runs (XGBoost's converter would pick 5)
+        model: onnx.ModelProto = convert_sklearn(estimator, initial_types=types,
+                                                 target_opset={"": config.export.opset, "ai.onnx.ml": 3},
                                                  options={id(estimator): {"zipmap": False}})
     return model
 

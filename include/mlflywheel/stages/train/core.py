@@ -152,6 +152,6 @@ def _requirements(config: PipelineConfig) -> list[str]:
     from importlib.metadata import version
 
     names = ["scikit-learn", "numpy", "pandas", "cloudpickle"]
-    if config.training.trainer == "torch_mlp":
-        names += ["torch", "mlflywheel"]
+    names += {"torch_mlp": ["torch", "mlflywheel"], "xgboost": ["xgboost-cpu"],
+              "lightgbm": ["lightgbm"]}.get(config.training.trainer, [])
     return [f"{name}=={version(name)}" for name in names]

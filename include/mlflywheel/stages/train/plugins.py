@@ -22,6 +22,8 @@ BUILTIN = {
     "sklearn_hgb": "mlflywheel.stages.train.sklearn:hgb",
     "sklearn_logreg": "mlflywheel.stages.train.sklearn:logreg",
     "torch_mlp": "mlflywheel.stages.train.sklearn:torch_mlp",
+    "xgboost": "mlflywheel.stages.train.sklearn:xgboost",
+    "lightgbm": "mlflywheel.stages.train.sklearn:lightgbm",
 }
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 

@@ -1,4 +1,6 @@
-"""The built-in trainers (``sklearn_hgb``, ``sklearn_logreg``, ``torch_mlp``): preprocessing and model in one estimator.
+"""The built-in trainers (``sklearn_hgb``, ``sklearn_logreg``, ``torch_mlp``, ``xgboost``, ``lightgbm``).
+
+Each is preprocessing and model in one estimator.
 
 Categoricals are one-hot encoded before the model (never native categorical splits, which
 skl2onnx mis-converts), so the whole pipeline can later be exported to ONNX as one graph
@@ -41,6 +43,45 @@ def torch_mlp(data: TrainingData) -> Any:
     estimator = _estimator("torch_mlp", categorical=data.categorical, numeric=data.numeric,
                            params=dict(data.params), seed=data.seed)
     return estimator.fit(data.x, data.y, X_val=data.x_val, y_val=data.y_val)
+
+
+def xgboost(data: TrainingData) -> Pipeline:
+    """Built-in ``xgboost``: one-hot categoricals, numerics as they are (XGBoost routes missing values
+    itself), ``XGBClassifier`` (defaults: 200 trees of depth 6, ``tree_method=hist``)."""
+    from xgboost import XGBClassifier
+
+    defaults = {"n_estimators": 200, "max_depth": 6, "learning_rate": 0.1, "tree_method": "hist",
+                "random_state": data.seed, "n_jobs": 1}
+    return _fit(_boosted(XGBClassifier, defaults, data), data)
+
+
+def lightgbm(data: TrainingData) -> Pipeline:
+    """Built-in ``lightgbm``: one-hot categoricals, numerics as they are, ``LGBMClassifier``
+    (defaults: 200 trees, depth 6, 31 leaves, deterministic)."""
+    from lightgbm import LGBMClassifier
+
+    defaults = {"n_estimators": 200, "max_depth": 6, "num_leaves": 31, "learning_rate": 0.1,
+                "random_state": data.seed, "deterministic": True, "n_jobs": 1, "verbose": -1}
+    return _fit(_boosted(LGBMClassifier, defaults, data), data)
+
+
+def _boosted(model_cls: Any, defaults: dict[str, Any], data: TrainingData) -> Pipeline:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    params = {**defaults, **data.params}
+    try:
+        model = model_cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"training.params: {model_cls.__name__} rejected {dict(data.params)}: {exc}") from exc
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if data.categorical:
+        transformers.append(("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                             list(data.categorical)))
+    if data.numeric:
+        transformers.append(("numeric", "passthrough", list(data.numeric)))
+    return Pipeline([("preprocess", ColumnTransformer(transformers, remainder="drop")), ("model", model)])
 
 
 def _fit(estimator: Any, data: TrainingData) -> Any:
