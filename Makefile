@@ -76,6 +76,7 @@ bench: install
 	$(BIN)/python bench/dag_parse.py
 	$(BIN)/python bench/demo_stages.py
 	$(BIN)/python bench/onnx_vs_native.py
+	$(BIN)/python bench/boosted_onnx_vs_native.py
 	$(BIN)/python bench/serving_vs_mlflow.py
 	$(BIN)/python bench/drift_vs_evidently.py
 	$(BIN)/python bench/batch_vs_spark_udf.py
