@@ -168,3 +168,14 @@ def test_the_layer_rule_refuses_a_stage_importing_another_stage():
     assert not _allowed("mlflywheel.serving.models", "mlflywheel.stages.export_quantize")
     assert _allowed("mlflywheel.stages.train.core", "mlflywheel.stages.train.sklearn")
     assert _allowed("mlflywheel.tools.cli", "mlflywheel.stages.validate")
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A helper used across modules is a public, documented name (issue 16); ``_x`` stays in its module."""
+    offenders = []
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "plugins").rglob("*.py"), *(ROOT / "dags").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0].startswith("mlflywheel"):
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}.{a.name}"
+                              for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert offenders == []

@@ -36,7 +36,8 @@ BAD_DATA_KINDS = ("missing_column", "wrong_dtype", "null_required", "out_of_rang
                   "duplicate_ids", "empty", "future_timestamps", "unknown_category")
 
 
-def _day_rng(seed: int, name: str, day: dt.date) -> np.random.Generator:
+def day_rng(seed: int, name: str, day: dt.date) -> np.random.Generator:
+    """A generator for one (seed, stream, day): the same day always draws the same numbers."""
     import numpy as np
 
     digest = hashlib.sha256(f"{seed}:{name}:{day.isoformat()}".encode()).digest()
@@ -76,7 +77,7 @@ def generate_fraud_day(day: dt.date, *, seed: int = 7, n_users: int = 3000,
     import pandas as pd
 
     users = _FraudUsers(seed, n_users)
-    rng = _day_rng(seed, f"fraud:{scenario}", day)
+    rng = day_rng(seed, f"fraud:{scenario}", day)
     holiday = scenario == "holiday"
 
     # Normal traffic.
@@ -139,7 +140,7 @@ def generate_ctr_day(day: dt.date, *, seed: int = 11, n_ads: int = 400,
     base = np.random.default_rng(seed)
     quality = base.normal(-3.0, 0.7, n_ads)                     # latent log-odds per ad
     ad_bid = base.gamma(3.0, 0.4, n_ads)
-    rng = _day_rng(seed, f"ctr:{scenario}", day)
+    rng = day_rng(seed, f"ctr:{scenario}", day)
     n = int(rng.integers(2200, 2800))
     ad = rng.integers(0, n_ads, n)
     placement = rng.choice(3, n, p=[.5, .3, .2])                # feed, search, sidebar

@@ -52,13 +52,13 @@ def write_labels(config: PipelineConfig, ws: Workspace, *, start: dt.date, end: 
     import numpy as np
     import pandas as pd
 
-    from mlflywheel.services.data.generate import _day_rng
+    from mlflywheel.services.data.generate import day_rng
 
     data = config.data
     written = []
     for day in days_between(start, end):
         frame = read_days(config, ws, [day])[[data.id_column, data.timestamp, data.label]]
-        rng = _day_rng(seed, f"labels:{config.name}", day)
+        rng = day_rng(seed, f"labels:{config.name}", day)
         delay = pd.to_timedelta(delay_days + rng.uniform(0, jitter_days, len(frame)), unit="D")
         labels = pd.DataFrame({data.id_column: frame[data.id_column].to_numpy(),
                                data.label: frame[data.label].to_numpy(),
