@@ -32,7 +32,9 @@ def test_each_connection_type_opens_its_hook_and_form(providers, conn_type):
     module, cls = path.rsplit(".", 1)
     hook = getattr(importlib.import_module(module), cls)
     assert hook.conn_type == conn_type and hook.hook_name == name
-    assert providers.hooks[conn_type].hook_class_name == path
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    assert ProvidersManagerTaskRuntime().hooks[conn_type].hook_class_name == path  # what a task's hook lookup uses
     form = providers.field_behaviours[conn_type]
     assert form["hidden_fields"] == FORMS[conn_type]["hidden-fields"]
     assert form["placeholders"], conn_type
