@@ -254,21 +254,33 @@ def test_summary_reports_every_step_of_the_run(fraud):
     assert f"batch scored   {summary['batch']['rows']} rows (0 quarantined) with {config.model_name} v1" in text
 
 
-def test_pytorch_trainer_runs_the_same_dag_through_benchmark(tmp_path_factory, airflow_db):
+def _fraud_trained_by(tmp_path_factory, trainer: str, params: dict, model_name: str) -> Path:
+    """A pipelines folder with the shipped fraud pipeline, trained by ``trainer``, registered as ``model_name``."""
     raw = yaml.safe_load((ROOT / "include" / "pipelines" / "fraud.yaml").read_text())
-    raw["training"].update(trainer="torch_mlp", params={"hidden": "32,16", "max_epochs": 12})
-    raw["registry"]["model_name"] = "fraud_mlp"
-    folder = tmp_path_factory.mktemp("mlp-pipelines")
+    raw["training"].update(trainer=trainer, params=params)
+    raw["registry"]["model_name"] = model_name
+    folder = tmp_path_factory.mktemp(f"{model_name}-pipelines")
     (folder / "fraud.yaml").write_text(yaml.safe_dump(raw))
+    return folder
+
+
+def _first_model(ws, config):
+    """One training run of a new model: every task succeeds, ``deploy_canary`` skips (the first model is
+    already @champion); the one version it registered."""
+    state, states = _run(config, LOGICAL)
+    assert state == "success", states
+    assert states.pop("deploy_canary") == "skipped"
+    assert set(states.values()) == {"success"}
+    (version,) = _versions(ws, config)
+    return tracking.client(ws).get_model_version(config.model_name, version.version)
+
+
+def test_pytorch_trainer_runs_the_same_dag_through_benchmark(tmp_path_factory, airflow_db):
+    folder = _fraud_trained_by(tmp_path_factory, "torch_mlp", {"hidden": "32,16", "max_epochs": 12}, "fraud_mlp")
     with pytest.MonkeyPatch.context() as mp:
         ws, config = _workspace(tmp_path_factory, mp, "fraud", pipelines_dir=folder)
-        state, states = _run(config, LOGICAL)
-        assert state == "success", states
-        assert states.pop("deploy_canary") == "skipped"  # a first model: already @champion
-        assert set(states.values()) == {"success"}
-        (version,) = _versions(ws, config)
+        mv = _first_model(ws, config)
         client = tracking.client(ws)
-        mv = client.get_model_version(config.model_name, version.version)
         assert client.get_run(mv.run_id).data.params["trainer"] == "torch_mlp"
         assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
         int8 = mv.tags["flywheel.onnx.int8.published"]
@@ -285,13 +297,8 @@ def test_a_teams_own_trainer_outside_the_package_runs_the_whole_dag(tmp_path_fac
         ws, config = _workspace(tmp_path_factory, mp, "fraud", pipelines_dir=ROOT / "examples" / "team_models" /
                                 "pipelines")
         assert config.training.trainer == "team_models.fraud_gbm:train"
-        state, states = _run(config, LOGICAL)
-        assert state == "success", states
-        assert states.pop("deploy_canary") == "skipped"  # a first model: already @champion
-        assert set(states.values()) == {"success"}
-        (version,) = _versions(ws, config)
+        mv = _first_model(ws, config)
         client = tracking.client(ws)
-        mv = client.get_model_version(config.model_name, version.version)
         run = client.get_run(mv.run_id)
         assert run.data.params["trainer"] == "team_models.fraud_gbm:train"
         assert run.data.params["model.n_estimators"] == "80"
@@ -299,7 +306,7 @@ def test_a_teams_own_trainer_outside_the_package_runs_the_whole_dag(tmp_path_fac
         assert sorted(mv.aliases) == ["challenger", "champion"]
         assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
         scored = pd.read_parquet(ws.predictions_root / config.name / f"ds={LAST_DAY}")
-        assert len(scored) > 1000 and set(scored["model_version"]) == {str(version.version)}
+        assert len(scored) > 1000 and set(scored["model_version"]) == {str(mv.version)}
         # the same interval again: the run and the version are found, not made twice
         state, _ = _run(config, LOGICAL)
         assert state == "success" and len(_versions(ws, config)) == 1
@@ -307,20 +314,11 @@ def test_a_teams_own_trainer_outside_the_package_runs_the_whole_dag(tmp_path_fac
 
 def test_the_xgboost_trainer_runs_the_whole_dag(tmp_path_factory, airflow_db):
     """The built-in ``xgboost``: gate, registry, ONNX within parity, the benchmark against XGBoost's own predict."""
-    raw = yaml.safe_load((ROOT / "include" / "pipelines" / "fraud.yaml").read_text())
-    raw["training"].update(trainer="xgboost", params={"n_estimators": 120, "max_depth": 5})
-    raw["registry"]["model_name"] = "fraud_xgb"
-    folder = tmp_path_factory.mktemp("xgb-pipelines")
-    (folder / "fraud.yaml").write_text(yaml.safe_dump(raw))
+    folder = _fraud_trained_by(tmp_path_factory, "xgboost", {"n_estimators": 120, "max_depth": 5}, "fraud_xgb")
     with pytest.MonkeyPatch.context() as mp:
         ws, config = _workspace(tmp_path_factory, mp, "fraud", pipelines_dir=folder)
-        state, states = _run(config, LOGICAL)
-        assert state == "success", states
-        assert states.pop("deploy_canary") == "skipped"  # a first model: already @champion
-        assert set(states.values()) == {"success"}
-        (version,) = _versions(ws, config)
+        mv = _first_model(ws, config)
         client = tracking.client(ws)
-        mv = client.get_model_version(config.model_name, version.version)
         assert client.get_run(mv.run_id).data.params["trainer"] == "xgboost"
         assert json.loads(mv.tags["flywheel.onnx.fp32.parity"])["max_abs_diff"] < 1e-5
         assert mv.tags["flywheel.benchmark.decision"] == "approved"
