@@ -210,6 +210,36 @@ def test_bad_batches_name_the_column(exported, hgb, ctr_frame):
         model.predict_proba(x.assign(device=pd.Series([1.5] * len(x), dtype=object)))
 
 
+def test_duplicate_input_columns_are_refused(exported, hgb, ctr_frame):
+    config, _ = hgb
+    x = model_inputs(ctr_frame, config)
+    doubled = pd.concat([x, x[["position"]]], axis=1)
+    with pytest.raises(SchemaMismatch, match=r"batch has column\(s\) \['position'\] more than once"):
+        OnnxModel(exported).predict_proba(doubled)
+
+
+def test_the_feed_reads_each_frame_by_its_own_columns(exported, hgb, ctr_frame):
+    """The numeric columns are read by position, kept per columns object: other orders, other
+    frames, a column replaced in place and nullable dtypes all score as a fresh model would."""
+    config, _ = hgb
+    model = OnnxModel(exported)
+    x = model_inputs(ctr_frame, config).head(200).reset_index(drop=True)
+    expected = OnnxModel(exported).predict_proba(x)
+    np.testing.assert_array_equal(model.predict_proba(x), expected)
+    np.testing.assert_array_equal(model.predict_proba(x[list(reversed(x.columns))]), expected)
+    numeric = config.training.numeric[0]
+    model.predict_proba(x)
+    x[numeric] = x[numeric] * 3 + 1  # the same frame and columns object, new values
+    assert model._layout[0] is x.columns  # the kept positions are what reads it
+    np.testing.assert_array_equal(model.predict_proba(x), OnnxModel(exported).predict_proba(x))
+    assert not np.array_equal(model.predict_proba(x), expected)
+    nullable = x.astype({numeric: "Float64"})
+    nullable.loc[0, numeric] = pd.NA
+    with_nan = x.astype({numeric: "float32"})
+    with_nan.loc[0, numeric] = np.nan
+    np.testing.assert_array_equal(model.predict_proba(nullable), OnnxModel(exported).predict_proba(with_nan))
+
+
 def test_unseen_categories_are_counted(exported, hgb, ctr_frame):
     config, _ = hgb
     model = OnnxModel(exported)

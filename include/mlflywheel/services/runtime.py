@@ -145,6 +145,8 @@ class OnnxModel:
             io_binding_min_rows = 4096 if on_gpu else 0
         self.io_binding_min_rows = io_binding_min_rows if bindable and io_binding_min_rows > 0 else None
         self.last_unseen: dict[str, int] = {}
+        #: the columns object seen last and the numeric inputs' positions in it (``None``: by name)
+        self._layout: tuple[Any, list[int] | None] = (None, None)
 
     @property
     def provider(self) -> str:
@@ -153,6 +155,35 @@ class OnnxModel:
     @property
     def input_schema(self) -> dict[str, str]:
         return dict(self.inputs)
+
+    def _require(self, columns: Any) -> None:
+        missing = [name for name in self.inputs if name not in columns]
+        if missing:
+            raise SchemaMismatch(f"batch lacks column(s) {missing}; the model {self.path.name} expects "
+                                 f"{list(self.inputs)}")
+
+    def _numeric_positions(self, frame: Any) -> list[int] | None:
+        """Check ``frame`` has every input; the numeric inputs' column positions (``None``: look up by name).
+
+        Kept for the last columns object seen: the batches of one job, or the rows of one request
+        shape, pay for the lookup once.
+        """
+        columns = frame.columns
+        seen, positions = self._layout
+        if columns is seen:
+            return positions
+        self._require(columns)
+        if not columns.is_unique:
+            doubled = sorted({str(c) for c in columns[columns.duplicated()]} & set(self.inputs))
+            if doubled:
+                raise SchemaMismatch(f"batch has column(s) {doubled} more than once; the model {self.path.name} "
+                                     "takes each input once")
+        positions = None
+        if hasattr(frame, "_get_column_array") and columns.is_unique:  # a pandas without it: by name
+            where = {name: i for i, name in enumerate(columns)}
+            positions = [where[name] for name in self._numbers]
+        self._layout = (columns, positions)
+        return positions
 
     def feed(self, batch: Any) -> dict[str, np.ndarray]:
         """Check ``batch`` against the inputs and build the ORT feed (also counts unseen categories).
@@ -163,11 +194,13 @@ class OnnxModel:
         import numpy as np
         import pandas as pd
 
-        frame = batch.to_pandas() if hasattr(batch, "to_pandas") and not isinstance(batch, pd.DataFrame) else batch
-        missing = [name for name in self.inputs if name not in frame.columns]
-        if missing:
-            raise SchemaMismatch(f"batch lacks column(s) {missing}; the model {self.path.name} expects "
-                                 f"{list(self.inputs)}")
+        frame = batch if isinstance(batch, pd.DataFrame) else batch.to_pandas() if hasattr(batch, "to_pandas") \
+            else batch
+        if isinstance(frame, pd.DataFrame):
+            positions = self._numeric_positions(frame)
+        else:  # a DataFrame-like (the server's Columns): by name, checked on every call
+            self._require(frame.columns)
+            positions = None
         feed: dict[str, np.ndarray] = {}
         unseen: dict[str, int] = {}
         for name in self._strings:
@@ -185,12 +218,16 @@ class OnnxModel:
             if known is not None and not known.issuperset(values):  # the common case costs one pass
                 unseen[name] = sum(1 for v in values if v not in known)
             feed[name] = values.reshape(-1, 1)
-        for name in self._numbers:
-            column = frame[name]
+        for i, name in enumerate(self._numbers):
+            # a DataFrame's column values without building a Series: a Series costs more than the
+            # trees on a single row once a model has tens of numeric inputs
+            column = frame._get_column_array(positions[i]) if positions is not None else frame[name]
             dtype = column.dtype
             if dtype.kind not in "iuf":
                 raise SchemaMismatch(f"column {name!r}: expected a number, found dtype {dtype}")
-            if isinstance(dtype, np.dtype):
+            if isinstance(column, np.ndarray):
+                values = column.astype(np.float32, copy=False)
+            elif isinstance(dtype, np.dtype):
                 values = column.to_numpy().astype(np.float32, copy=False)
             else:  # pandas extension dtypes (nullable Int64, Float64): NA becomes NaN
                 values = column.to_numpy(dtype=np.float32, na_value=np.nan)
