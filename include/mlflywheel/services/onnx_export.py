@@ -164,8 +164,10 @@ def register_boosted_trees() -> None:
     one graph like any other, preprocessing included.
     """
     global _BOOSTERS_REGISTERED
-    if _BOOSTERS_REGISTERED:
-        return
+    import sys
+
+    if _BOOSTERS_REGISTERED or not {"xgboost", "lightgbm"} & set(sys.modules):
+        return  # a model of either library imported it first (to fit or unpickle): otherwise nothing to teach
     from lightgbm import LGBMClassifier
     from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
     from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
